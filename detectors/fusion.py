@@ -1,0 +1,65 @@
+"""Fusion: many detectors' signals about one subject -> one risk score, an action, the reasons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detectors.base import Signal
+
+__all__ = ["ACTIONS", "Fusion", "Verdict"]
+
+ACTIONS = ("allow", "tag", "challenge", "block")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    score: float
+    action: str
+    reasons: list[str]
+    detector: str
+
+
+class Fusion:
+    """Noisy-OR of signal scores (independent evidence accumulates, one strong signal is enough),
+    mapped to an action by thresholds.
+
+    >>> f = Fusion()
+    >>> f.fuse([Signal("rate", "flood", 0.5, "a"), Signal("bruteforce", "brute_force", 0.5, "b")])
+    Verdict(score=0.75, action='challenge', reasons=['rate: a', 'bruteforce: b'], detector='rate')
+    >>> f.fuse([]).action
+    'allow'
+    """
+
+    def __init__(
+        self, tag: float = 0.3, challenge: float = 0.6, block: float = 0.85, max_reasons: int = 3
+    ) -> None:
+        if not 0 < tag < challenge < block <= 1:
+            raise ValueError("need 0 < tag < challenge < block <= 1")
+        self.tag = tag
+        self.challenge = challenge
+        self.block = block
+        self.max_reasons = max_reasons
+
+    def fuse(self, signals: list[Signal]) -> Verdict:
+        if not signals:
+            return Verdict(0.0, "allow", [], "")
+        ranked = sorted(signals, key=lambda s: s.score, reverse=True)
+        keep = 1.0
+        for s in ranked:
+            keep *= 1.0 - s.score
+        score = round(1.0 - keep, 3)
+        return Verdict(
+            score=score,
+            action=self.action_for(score),
+            reasons=[f"{s.detector}: {s.reason}" for s in ranked[: self.max_reasons]],
+            detector=ranked[0].detector,
+        )
+
+    def action_for(self, score: float) -> str:
+        if score >= self.block:
+            return "block"
+        if score >= self.challenge:
+            return "challenge"
+        if score >= self.tag:
+            return "tag"
+        return "allow"

@@ -1,0 +1,81 @@
+"""Floods: a subject's request rate against its own learned baseline."""
+
+from __future__ import annotations
+
+import math
+
+from detectors.base import Signal, SubjectContext
+from detectors.state import SubjectState
+
+__all__ = ["RateAnomaly"]
+
+
+class RateAnomaly:
+    """Flags a request rate far above what this subject normally does.
+
+    With a warm baseline the limit is the highest of `mean + sigmas * std`, `ratio * mean` and
+    `min_rate` per second; without one (a new subject) only `cold_limit` applies, so a fresh client
+    is never judged against a baseline it has not had time to build. The score passes 0.4 as soon
+    as the limit is crossed and reaches 1 at twice the limit.
+
+    Parameters
+    ----------
+    warmup_windows
+        Baseline windows needed before the baseline is trusted.
+    sigmas, ratio, min_rate
+        The three floors of the warm limit.
+    cold_limit
+        Requests per second above which even an unknown subject is a flood.
+
+    Examples
+    --------
+    >>> from pipeline.events import GatewayEvent
+    >>> state, detector = SubjectState(), RateAnomaly()
+    >>> def burst(second, n):
+    ...     for i in range(n):
+    ...         e = GatewayEvent(ts_ms=second * 1000 + i, gateway="kong", client_ip="10.0.0.1",
+    ...                          consumer="c1", method="GET", path="/a", route="/a", status=200)
+    ...         state.observe(e, auth_route=False, baseline_after=1, fading_factor=0.1)
+    >>> for second in range(30):
+    ...     burst(second, 2)
+    >>> detector.score(state, SubjectContext("consumer:c1", "consumer", now=30.0)) is None
+    True
+    >>> burst(30, 120)
+    >>> detector.score(state, SubjectContext("consumer:c1", "consumer", now=30.0)).score
+    1.0
+    """
+
+    name = "rate"
+
+    def __init__(
+        self,
+        warmup_windows: int = 10,
+        sigmas: float = 6.0,
+        ratio: float = 4.0,
+        min_rate: float = 30.0,
+        cold_limit: float = 150.0,
+    ) -> None:
+        self.warmup_windows = warmup_windows
+        self.sigmas = sigmas
+        self.ratio = ratio
+        self.min_rate = min_rate
+        self.cold_limit = cold_limit
+
+    def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
+        current = state.current_rate()
+        if current <= self.min_rate:
+            return None
+        baseline = state.baseline
+        if baseline is None or baseline.windows < self.warmup_windows:
+            limit = self.cold_limit
+            basis = "no baseline yet"
+        else:
+            mean = baseline.rate_mean.get()
+            std = math.sqrt(max(0.0, baseline.rate_var.get()))
+            limit = max(mean + self.sigmas * std, self.ratio * mean, self.min_rate)
+            basis = f"baseline {mean:.1f}±{std:.1f}/s"
+        if current <= limit:
+            return None
+        score = round(min(1.0, 0.4 + 0.6 * (current / limit - 1.0)), 3)
+        reason = f"{current} requests/s ({basis}, limit {limit:.0f}/s)"
+        return Signal(self.name, "flood", score, reason)

@@ -1,0 +1,171 @@
+"""Per-subject state: what one consumer, key or IP has been doing, and its learned baseline.
+
+Two tiers keep memory bounded under a million-IP attack:
+
+- every subject has a few counters (`__slots__`, no dict): the current and previous 1-second window
+  and decayed login-failure counters;
+- only a subject that keeps coming back (`baseline_after` closed windows) gets a `Baseline` of River
+  exponentially-weighted statistics. A one-shot IP never pays for it.
+
+A window that a detector flagged is not learned from, so an attacker cannot teach the baseline that
+their own flood is normal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from river import stats
+
+from pipeline.events import GatewayEvent
+
+__all__ = ["Baseline", "SubjectState", "WindowFeatures"]
+
+WINDOW_S = 1.0
+# An idle gap is learned as empty windows, up to this many (a day-long silence is not 86,400 zeros).
+MAX_IDLE_WINDOWS = 30
+AUTH_DECAY_TAU_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class WindowFeatures:
+    requests: int
+    error_ratio: float
+    auth_failure_ratio: float
+    path_diversity: float
+    latency_ms: float
+
+
+class Baseline:
+    """A subject's normal behaviour per 1-second window, as River exponentially-weighted stats.
+
+    >>> b = Baseline(fading_factor=0.5)
+    >>> for n in (1, 3, 1, 3):
+    ...     b.learn(WindowFeatures(n, 0.0, 0.0, 1.0, 20.0))
+    >>> round(b.rate_mean.get(), 2), round(b.rate_var.get(), 2), b.windows
+    (2.25, 0.94, 4)
+    """
+
+    __slots__ = (
+        "auth_failure_ratio", "error_ratio", "latency", "path_diversity", "rate_mean",
+        "rate_var", "windows",
+    )
+
+    def __init__(self, fading_factor: float = 0.05) -> None:
+        self.rate_mean = stats.EWMean(fading_factor)
+        self.rate_var = stats.EWVar(fading_factor)
+        self.error_ratio = stats.EWMean(fading_factor)
+        self.auth_failure_ratio = stats.EWMean(fading_factor)
+        self.path_diversity = stats.EWMean(fading_factor)
+        self.latency = stats.EWMean(fading_factor)
+        self.windows = 0
+
+    def learn(self, w: WindowFeatures) -> None:
+        self.rate_mean.update(w.requests)
+        self.rate_var.update(w.requests)
+        if w.requests:
+            self.error_ratio.update(w.error_ratio)
+            self.auth_failure_ratio.update(w.auth_failure_ratio)
+            self.path_diversity.update(w.path_diversity)
+            self.latency.update(w.latency_ms)
+        self.windows += 1
+
+    def learn_idle(self, windows: int) -> None:
+        for _ in range(min(windows, MAX_IDLE_WINDOWS)):
+            self.rate_mean.update(0)
+            self.rate_var.update(0)
+        self.windows += windows
+
+
+class SubjectState:
+    """Counters for one subject; `observe` feeds it events in (roughly) time order."""
+
+    __slots__ = (
+        "action", "auth_attempts", "auth_failures", "auth_ts", "baseline", "decided_at",
+        "expires_at", "flagged", "prev_requests", "score", "w_auth", "w_auth_fail", "w_errors",
+        "w_latency", "w_paths", "w_requests", "w_start", "windows_seen",
+    )
+
+    def __init__(self) -> None:
+        self.w_start = 0.0
+        self.w_requests = 0
+        self.w_errors = 0
+        self.w_auth = 0
+        self.w_auth_fail = 0
+        self.w_latency = 0.0
+        # Distinct routes in the window as a 64-bit bitmap: 8 bytes instead of a set.
+        self.w_paths = 0
+        self.prev_requests = 0
+        self.windows_seen = 0
+        self.baseline: Baseline | None = None
+        # Decayed counters of login attempts and failures (time constant AUTH_DECAY_TAU_S).
+        self.auth_attempts = 0.0
+        self.auth_failures = 0.0
+        self.auth_ts = 0.0
+        # Set by scoring: do not learn the current window; last decision written for this subject.
+        self.flagged = False
+        self.action = "allow"
+        self.score = 0.0
+        self.decided_at = 0.0
+        self.expires_at = 0.0
+
+    def observe(
+        self, event: GatewayEvent, *, auth_route: bool, baseline_after: int, fading_factor: float
+    ) -> None:
+        t = event.ts_ms / 1000.0
+        if t >= self.w_start + WINDOW_S:
+            self._roll(t, baseline_after, fading_factor)
+        self.w_requests += 1
+        status = event.status
+        if status >= 400:
+            self.w_errors += 1
+        self.w_paths |= 1 << (hash(event.route) & 63)
+        self.w_latency += event.latency_ms
+        if auth_route and event.method != "GET":
+            failed = status in (401, 403)
+            self.w_auth += 1
+            self.w_auth_fail += failed
+            decay = math.exp(-max(0.0, t - self.auth_ts) / AUTH_DECAY_TAU_S)
+            self.auth_attempts = self.auth_attempts * decay + 1.0
+            self.auth_failures = self.auth_failures * decay + failed
+            self.auth_ts = max(self.auth_ts, t)
+
+    def current_rate(self) -> int:
+        """Requests per window now: the open window or the last closed one, whichever is higher,
+        so a burst is seen before its window closes and does not vanish the moment it does."""
+        return max(self.w_requests, self.prev_requests)
+
+    def decayed_auth(self, now: float) -> tuple[float, float]:
+        decay = math.exp(-max(0.0, now - self.auth_ts) / AUTH_DECAY_TAU_S)
+        return self.auth_attempts * decay, self.auth_failures * decay
+
+    def _roll(self, t: float, baseline_after: int, fading_factor: float) -> None:
+        if self.w_requests:
+            closed = self._features()
+            self.windows_seen += 1
+            if self.baseline is None and self.windows_seen >= baseline_after:
+                self.baseline = Baseline(fading_factor)
+            # Windows scored risky, or seen under a standing decision, are never learned.
+            if self.baseline is not None and not self.flagged and self.action == "allow":
+                idle = int((t - self.w_start) // WINDOW_S) - 1
+                self.baseline.learn(closed)
+                if idle > 0:
+                    self.baseline.learn_idle(idle)
+            contiguous = t < self.w_start + 2 * WINDOW_S
+            self.prev_requests = self.w_requests if contiguous else 0
+        self.w_start = t - (t % WINDOW_S)
+        self.w_requests = self.w_errors = self.w_auth = self.w_auth_fail = 0
+        self.w_latency = 0.0
+        self.w_paths = 0
+        self.flagged = False
+
+    def _features(self) -> WindowFeatures:
+        n = self.w_requests
+        return WindowFeatures(
+            requests=n,
+            error_ratio=self.w_errors / n,
+            auth_failure_ratio=self.w_auth_fail / self.w_auth if self.w_auth else 0.0,
+            path_diversity=self.w_paths.bit_count() / n,
+            latency_ms=self.w_latency / n,
+        )

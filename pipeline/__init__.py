@@ -1,0 +1,1 @@
+"""gatewatch's spine: ingest -> events -> Kafka -> workers -> decisions."""

@@ -1,0 +1,54 @@
+"""The decision API: `GET /v1/decisions/{subject}` for tools and ServiceCallout-style lookups.
+
+Gateways do not call this on the request path (they sync from Redis into local memory); it is for
+people, scripts and integrations that can afford a network round trip.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import structlog
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from pipeline.decisions import RedisDecisions
+
+__all__ = ["create_decision_app"]
+
+log = structlog.get_logger(__name__)
+
+
+def create_decision_app(decisions: RedisDecisions, *, token: str) -> web.Application:
+    if not token:
+        log.warning("decision_api.no_token", detail="every request will be refused with 401")
+    expected = f"Bearer {token}".encode()
+
+    async def get_decision(request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization", "").encode()
+        if not token or not hmac.compare_digest(given, expected):
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        subject = request.match_info["subject"]
+        if ":" not in subject:
+            return web.json_response(
+                {"error": "subject must look like consumer:<id>, key:<hash> or ip:<addr>"},
+                status=400,
+            )
+        try:
+            decision = await decisions.get(subject)
+        except RedisError as exc:
+            log.warning("decision_api.redis_unavailable", error=str(exc))
+            return web.json_response({"error": "decision store unavailable"}, status=503)
+        if decision is None:
+            return web.json_response({"subject": subject, "action": "allow", "decision": None})
+        return web.json_response(
+            {"subject": subject, "action": decision.action, "decision": decision.model_dump()}
+        )
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/v1/decisions/{subject}", get_decision)
+    app.router.add_get("/healthz", healthz)
+    return app

@@ -1,0 +1,175 @@
+"""`gatewatch`: the operator's command line. Settings come from GATEWATCH_* variables; options
+given here override them."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import orjson
+import typer
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import Settings
+from pipeline.logs import configure_logging
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+
+
+@app.command()
+def collector(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
+) -> None:
+    """Receive Kong http-log POSTs and put them on Kafka as envelopes."""
+    from pipeline.ingest.collector import serve_collector
+
+    configure_logging()
+    _run(serve_collector(Settings(), host, port))
+
+
+@app.command()
+def worker(
+    web_port: Annotated[int | None, typer.Option(help="Faust web port (one per worker)")] = None,
+) -> None:
+    """Consume envelopes, run the detectors, write decisions to Redis and Kafka."""
+    from faust.worker import Worker
+
+    from pipeline.kafka import ensure_topics
+    from pipeline.worker.app import create_worker_app
+
+    configure_logging()
+    settings = Settings()
+    if web_port is not None:
+        settings.web_port = web_port
+    asyncio.run(ensure_topics(settings))
+    faust_app = create_worker_app(settings)
+    Worker(faust_app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8081,
+) -> None:
+    """Serve GET /v1/decisions/{subject} (bearer token: GATEWATCH_DECISION_API_TOKEN)."""
+    from aiohttp import web
+
+    from pipeline.api import create_decision_app
+    from pipeline.decisions import RedisDecisions
+
+    configure_logging()
+    settings = Settings()
+
+    async def serve() -> None:
+        redis = Redis.from_url(settings.redis_url.get_secret_value())
+        decisions = RedisDecisions(redis, settings.redis_prefix)
+        runner = web.AppRunner(
+            create_decision_app(decisions, token=settings.decision_api_token.get_secret_value())
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+            await redis.aclose()
+
+    _run(serve())
+
+
+@app.command()
+def decision(
+    subject: Annotated[str, typer.Argument(help="consumer:<id>, key:<hash> or ip:<addr>")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the current decision for a subject, read from Redis."""
+    from pipeline.decisions import RedisDecisions
+
+    settings = Settings()
+
+    async def lookup() -> dict[str, object] | None:
+        redis = Redis.from_url(settings.redis_url.get_secret_value())
+        try:
+            found = await RedisDecisions(redis, settings.redis_prefix).get(subject)
+        finally:
+            await redis.aclose()
+        return found.model_dump() if found else None
+
+    found = asyncio.run(lookup())
+    if as_json:
+        sys.stdout.write(orjson.dumps({"subject": subject, "decision": found}).decode() + "\n")
+        return
+    console = Console()
+    if found is None:
+        console.print(f"{subject}: [green]allow[/] (no decision)")
+        return
+    table = Table(title=subject, show_header=False)
+    for key, value in found.items():
+        table.add_row(key, "\n".join(value) if isinstance(value, list) else str(value))
+    console.print(table)
+
+
+@app.command()
+def topics() -> None:
+    """Create gatewatch's Kafka topics if they are missing."""
+    from pipeline.kafka import ensure_topics
+
+    configure_logging()
+    asyncio.run(ensure_topics(Settings()))
+
+
+@app.command()
+def demo(
+    kafka: Annotated[str | None, typer.Option(help="Use this Kafka instead of the embedded one")] = None,
+    redis: Annotated[str | None, typer.Option(help="Use this Redis URL instead of the embedded one")] = None,
+    seed: Annotated[int, typer.Option(help="Traffic seed")] = 7,
+    baseline_s: Annotated[float, typer.Option(help="Seconds of normal traffic first")] = 20.0,
+    attack_s: Annotated[float, typer.Option(help="Seconds the attacks last")] = 15.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the whole pipeline on this machine and watch two attacks get blocked."""
+    from pipeline.demo.run import DemoOptions, run_demo
+
+    configure_logging("warning")
+    # With --json, stdout carries only the result line; progress goes to stderr.
+    console = Console(stderr=as_json)
+    options = DemoOptions(kafka=kafka, redis_url=redis, seed=seed, baseline_s=baseline_s,
+                          attack_s=attack_s)
+    result = asyncio.run(run_demo(options, console))
+    if as_json:
+        sys.stdout.write(orjson.dumps(result.as_dict()).decode() + "\n")
+    else:
+        _print_summary(console, result)
+    ok = set(result.attack_subjects) <= set(result.blocked_subjects) and result.false_blocks == 0
+    raise typer.Exit(0 if ok else 1)
+
+
+def _print_summary(console: Console, result: object) -> None:
+    data = vars(result)
+    table = Table(title="demo summary", show_header=False)
+    for key in ("events_sent", "events_processed", "throughput_eps", "duration_s", "ingest_errors"):
+        table.add_row(key, f"{data[key]:,}" if isinstance(data[key], int) else str(data[key]))
+    for subject in data["attack_subjects"]:
+        ttb = data["time_to_block_s"].get(subject)
+        verdict = f"[red]blocked[/] after {ttb:.2f} s" if ttb is not None else "[yellow]NOT blocked[/]"
+        table.add_row(f"attack {subject}", verdict)
+    table.add_row("false blocks", str(data["false_blocks"]) + (
+        f" {data['false_blocked_subjects']}" if data["false_blocks"] else ""))
+    console.print(table)
+
+
+def _run(coro: object) -> None:
+    try:
+        asyncio.run(coro)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,68 @@
+"""Settings for every gatewatch process, read from `GATEWATCH_*` environment variables.
+
+One `Settings` object is built at the edge (the CLI) and handed down by constructor arguments;
+nothing below reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Mode = Literal["shadow", "log", "challenge", "enforce"]
+
+__all__ = ["Mode", "Settings", "TopicNames"]
+
+
+class TopicNames(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWATCH_TOPIC_", extra="ignore")
+
+    events: str = "gatewatch.events"
+    raw_kong: str = "gatewatch.raw.kong"
+    decisions: str = "gatewatch.decisions"
+    alerts: str = "gatewatch.alerts"
+    dlq: str = "gatewatch.dlq"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWATCH_", extra="ignore")
+
+    kafka: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis URL; credentials go in the URL (redis://user:password@host:port/db)",
+    )
+    redis_prefix: str = Field("gw:", description="Prefix of every Redis key gatewatch writes")
+    topics: TopicNames = Field(default_factory=TopicNames)
+    partitions: int = Field(4, gt=0, description="Partitions of the events topic when created")
+
+    # Collector
+    ingest_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token senders must present; empty refuses every sender"
+    )
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    envelope_max_events: int = Field(500, gt=0, description="Flush an envelope at this many events")
+    envelope_linger_ms: int = Field(20, ge=0, description="Flush an envelope after this long")
+    kafka_timeout_s: float = Field(10.0, gt=0, description="Answer 503 when Kafka takes longer")
+
+    # Redaction: secrets become HMAC-SHA256 fingerprints under this key, so a credential can be
+    # tracked across requests without ever being stored.
+    redaction_key: SecretStr = Field(SecretStr("change-me-redaction-key"))
+
+    # Decisions
+    mode: Mode = Field("shadow", description="Rollout mode stamped on every decision")
+    decision_api_token: SecretStr = Field(SecretStr(""), description="Bearer token for the API")
+    decision_stream_maxlen: int = Field(100_000, gt=0)
+    auth_route_patterns: list[str] = Field(
+        default_factory=lambda: ["login", "signin", "sign-in", "auth", "token", "session"],
+        description="Path fragments that mark an authentication route",
+    )
+    max_subjects: int = Field(
+        500_000, gt=0, description="Subjects kept in one worker's memory before the oldest go"
+    )
+
+    # Worker
+    worker_id: str = "gatewatch-worker"
+    web_port: int = Field(6066, gt=0, lt=65536, description="Faust's web port; one per worker")

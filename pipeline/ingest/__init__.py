@@ -1,0 +1,1 @@
+"""Turning gateway logs into redacted `GatewayEvent`s (and rejects with reasons)."""

@@ -1,0 +1,1 @@
+"""The Faust worker: envelopes in, per-subject state and detectors, decisions out."""

@@ -1,0 +1,74 @@
+"""The Faust app: one agent over the events topic; partitions are the unit of parallelism.
+
+No Faust tables: on Tansu a second worker could not join a group whose app had one (see the
+architecture brief), so per-subject state stays in `WorkerRuntime`, owned by partition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from redis.asyncio import Redis
+
+from detectors import Fusion, default_detectors
+from pipeline.config import Settings
+from pipeline.decisions import RedisDecisions
+from pipeline.kafka import make_producer
+from pipeline.worker.processor import Processor
+from pipeline.worker.runtime import WorkerRuntime
+
+__all__ = ["create_worker_app"]
+
+
+def create_worker_app(settings: Settings) -> faust.App:
+    app = faust.App(
+        settings.worker_id,
+        broker=",".join(f"kafka://{h}" for h in settings.kafka.split(",")),
+        store="memory://",
+        topic_disable_leader=True,
+        web_port=settings.web_port,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        broker_session_timeout=10.0,
+        stream_wait_empty=False,
+    )
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    runtime = WorkerRuntime(
+        processor=Processor(
+            detectors=default_detectors(),
+            fusion=Fusion(),
+            mode=settings.mode,
+            auth_route_patterns=tuple(settings.auth_route_patterns),
+        ),
+        redis=redis,
+        decisions=RedisDecisions(redis, settings.redis_prefix, settings.decision_stream_maxlen),
+        producer_factory=lambda: make_producer(settings),
+        decisions_topic=settings.topics.decisions,
+        dlq_topic=settings.topics.dlq,
+        max_subjects=settings.max_subjects,
+    )
+    topic = app.topic(
+        settings.topics.events,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    @app.task
+    async def start_runtime() -> None:
+        await app.add_runtime_dependency(runtime)
+
+    @app.agent(topic, name="detect")
+    async def detect(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await runtime.handle(event.value, event.message.partition)
+
+    # Faust revokes everything before each assignment; dropping state only for partitions that did
+    # not come back keeps baselines across a rebalance that leaves this worker its partitions.
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        runtime.retain({tp.partition for tp in assigned if tp.topic == topic.get_topic_name()})
+
+    return app
