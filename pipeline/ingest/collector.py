@@ -11,7 +11,9 @@ Answers (what Kong's http-log does with them):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
@@ -29,7 +31,7 @@ from pipeline.kafka import (
     make_producer,
 )
 
-__all__ = ["CollectorMetrics", "create_collector_app", "serve_collector"]
+__all__ = ["CollectorMetrics", "collector_app", "create_collector_app", "serve_collector"]
 
 log = structlog.get_logger(__name__)
 
@@ -154,35 +156,45 @@ def _too_large(limit: int) -> web.Response:
     return web.json_response({"error": f"body larger than {limit} bytes"}, status=413)
 
 
-async def serve_collector(settings: Settings, host: str, port: int) -> None:
-    """Run the collector until cancelled: Kafka producer, topics, HTTP server."""
+@contextlib.asynccontextmanager
+async def collector_app(settings: Settings) -> AsyncIterator[web.Application]:
+    """The collector wired to Kafka per `settings`; the producer lives as long as the context."""
     await ensure_topics(settings)
     kafka = make_producer(settings)
     await kafka.start()
-    partitions = len(await kafka.partitions_for(settings.topics.events))
-    producer = EnvelopeProducer(
-        kafka,
-        settings.topics.events,
-        partitions,
-        max_events=settings.envelope_max_events,
-        linger_ms=settings.envelope_linger_ms,
-        timeout_s=settings.kafka_timeout_s,
-    )
-    app = create_collector_app(
-        parser=KongParser(Redactor(settings.redaction_key.get_secret_value().encode())),
-        producer=producer,
-        dead_letters=DeadLetters(kafka, settings.topics.dlq, settings.kafka_timeout_s),
-        token=settings.ingest_token.get_secret_value(),
-        max_body_bytes=settings.max_body_bytes,
-        metrics=CollectorMetrics(CollectorRegistry()),
-    )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    producer = None
     try:
-        await web.TCPSite(runner, host, port).start()
-        log.info("collector.listening", host=host, port=port, partitions=partitions)
-        await asyncio.Event().wait()
+        partitions = len(await kafka.partitions_for(settings.topics.events))
+        producer = EnvelopeProducer(
+            kafka,
+            settings.topics.events,
+            partitions,
+            max_events=settings.envelope_max_events,
+            linger_ms=settings.envelope_linger_ms,
+            timeout_s=settings.kafka_timeout_s,
+        )
+        yield create_collector_app(
+            parser=KongParser(Redactor(settings.redaction_key.get_secret_value().encode())),
+            producer=producer,
+            dead_letters=DeadLetters(kafka, settings.topics.dlq, settings.kafka_timeout_s),
+            token=settings.ingest_token.get_secret_value(),
+            max_body_bytes=settings.max_body_bytes,
+            metrics=CollectorMetrics(CollectorRegistry()),
+        )
     finally:
-        await runner.cleanup()
-        await producer.close()
+        if producer is not None:
+            await producer.close()
         await kafka.stop()
+
+
+async def serve_collector(settings: Settings, host: str, port: int) -> None:
+    """Run the collector until cancelled."""
+    async with collector_app(settings) as app:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+            log.info("collector.listening", host=host, port=port)
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()

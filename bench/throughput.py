@@ -1,0 +1,186 @@
+"""Events per second through one worker process, all detectors on, decisions written.
+
+Pre-loads the events topic with envelopes of simulated Kong traffic (parsed and redacted by the
+same code as the collector, attacks included so decisions are written), then starts one
+`gatewatch worker` and times it from its first processed event to the last, reading the counters
+the worker keeps in Redis. Also reports the detection step alone, in process, without I/O.
+
+    .venv/bin/python bench/throughput.py [--events 200000] [--json]
+
+Uses the embedded stack unless --kafka and --redis are given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.progress import Progress
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from detectors import Fusion, default_detectors  # noqa: E402
+from pipeline import envelopes  # noqa: E402
+from pipeline.config import Settings  # noqa: E402
+from pipeline.decisions import RedisDecisions  # noqa: E402
+from pipeline.demo.traffic import TrafficModel  # noqa: E402
+from pipeline.events import GatewayEvent  # noqa: E402
+from pipeline.ingest.kong import KongParser  # noqa: E402
+from pipeline.ingest.redaction import Redactor  # noqa: E402
+from pipeline.kafka import ensure_topics  # noqa: E402
+from pipeline.stack import EmbeddedStack, free_port  # noqa: E402
+from pipeline.worker.processor import Processor, StateStore  # noqa: E402
+
+PARTITIONS = 4
+ENVELOPE = 500
+
+
+def simulate(n: int, seed: int) -> list[GatewayEvent]:
+    """n events of demo traffic in simulated time, attacks on for the middle third."""
+    model = TrafficModel(seed=seed, consumers=600, browsers=1000, nats=6)
+    parser = KongParser(Redactor(b"bench-key"))
+    events: list[GatewayEvent] = []
+    now_ms = 1_700_000_000_000
+    while len(events) < n:
+        if n // 3 <= len(events) < 2 * n // 3:
+            model.start_attack()
+        else:
+            model.stop_attack()
+        now_ms += 100
+        entries = model.tick(now_ms, 0.1)
+        events.extend(parser.parse_body(orjson.dumps(entries)).events)
+    return events[:n]
+
+
+def processor_eps(events: list[GatewayEvent]) -> float:
+    processor = Processor(detectors=default_detectors(), fusion=Fusion(), mode="enforce")
+    stores: dict[int, StateStore] = {}
+    by_partition: dict[int, list[GatewayEvent]] = {}
+    for e in events:
+        by_partition.setdefault(envelopes.partition_for(e.partition_subject(), PARTITIONS), []).append(e)
+    start = time.perf_counter()
+    for p, evs in by_partition.items():
+        store = stores.setdefault(p, StateStore(500_000))
+        for i in range(0, len(evs), ENVELOPE):
+            processor.process(evs[i : i + ENVELOPE], store)
+    return len(events) / (time.perf_counter() - start)
+
+
+async def preload(settings: Settings, events: list[GatewayEvent]) -> int:
+    await ensure_topics(settings)
+    by_partition: dict[int, list[GatewayEvent]] = {}
+    for e in events:
+        by_partition.setdefault(envelopes.partition_for(e.partition_subject(), PARTITIONS), []).append(e)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka, max_request_size=16 << 20)
+    await producer.start()
+    records = 0
+    try:
+        for p, evs in by_partition.items():
+            for i in range(0, len(evs), ENVELOPE):
+                await producer.send(settings.topics.events, envelopes.encode(evs[i : i + ENVELOPE]),
+                                    key=f"p{p}".encode(), partition=p)
+                records += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return records
+
+
+async def run_worker(settings: Settings, total: int, console: Console) -> dict[str, float]:
+    env = os.environ | {
+        "GATEWATCH_KAFKA": settings.kafka,
+        "GATEWATCH_REDIS_URL": settings.redis_url.get_secret_value(),
+        "GATEWATCH_REDIS_PREFIX": settings.redis_prefix,
+        "GATEWATCH_TOPIC_EVENTS": settings.topics.events,
+        "GATEWATCH_PARTITIONS": str(PARTITIONS),
+        "GATEWATCH_MODE": "enforce",
+        "GATEWATCH_WORKER_ID": settings.worker_id,
+        "GATEWATCH_WEB_PORT": str(free_port()),
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "worker"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    decisions = RedisDecisions(redis, settings.redis_prefix)
+    first = None
+    processed = 0
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("worker processing", total=total)
+            deadline = time.monotonic() + 600
+            while processed < total and time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker exited with {proc.returncode}")
+                processed = (await decisions.stats()).get("events_processed", 0)
+                if processed and first is None:
+                    first = (time.monotonic(), processed)
+                progress.update(task, completed=processed)
+                await asyncio.sleep(0.05)
+        done = time.monotonic()
+        stats = await decisions.stats()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        await redis.aclose()
+    if first is None or processed < total:
+        raise RuntimeError(f"worker processed {processed} of {total} events")
+    t0, n0 = first
+    return {
+        "worker_eps": round((processed - n0) / max(done - t0, 1e-9), 1),
+        "events_processed": processed,
+        "decisions_written": stats.get("decisions_written", 0),
+    }
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--kafka")
+    ap.add_argument("--redis")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    console = Console(stderr=True)
+
+    with console.status("simulating traffic"):
+        events = simulate(args.events, args.seed)
+    with console.status("timing the detection step in process"):
+        in_process = processor_eps(events)
+
+    stack = None if args.kafka and args.redis else EmbeddedStack().start()
+    try:
+        suffix = secrets.token_hex(3)
+        settings = Settings(
+            kafka=args.kafka or stack.kafka, redis_url=args.redis or stack.redis_url,
+            redis_prefix=f"gwbench:{suffix}:", partitions=PARTITIONS,
+            worker_id=f"gatewatch-bench-{suffix}",
+        )
+        settings.topics.events = f"bench-{suffix}.events"
+        with console.status("pre-loading the events topic"):
+            records = await preload(settings, events)
+        figures = await run_worker(settings, len(events), console)
+    finally:
+        if stack:
+            stack.stop()
+
+    result = {"events": len(events), "envelopes": records, "processor_eps": round(in_process, 1),
+              **figures}
+    if args.json:
+        print(orjson.dumps(result).decode())
+    else:
+        for key, value in result.items():
+            console.print(f"{key:>18}: {value:,}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

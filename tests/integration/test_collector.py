@@ -1,0 +1,146 @@
+"""The collector against a real broker: what Kong's http-log sends ends up on Kafka, redacted;
+bad entries go to the dead-letter topic with a reason; only 401 and 413 refuse a request."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import orjson
+import pytest
+
+from pipeline import envelopes
+from pipeline.config import Settings
+from pipeline.ingest.collector import collector_app
+from pipeline.stack import EmbeddedStack
+
+from .conftest import FIXTURES, read_topic, serve
+
+KONG_FILES = sorted((FIXTURES / "kong").glob("*.json"))
+SECRET_APIKEY = b"my-secret-key-not-redacted"
+
+
+@pytest.fixture
+async def collector(settings: Settings):
+    async with collector_app(settings) as app:
+        runner, base = await serve(app)
+        try:
+            yield base
+        finally:
+            await runner.cleanup()
+
+
+def auth(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {settings.ingest_token.get_secret_value()}"}
+
+
+async def test_all_kong_versions_reach_kafka_redacted(collector: str, settings: Settings) -> None:
+    body = b"[" + b",".join(f.read_bytes() for f in KONG_FILES) + b"]"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{collector}/kong", data=body, headers=auth(settings)) as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"accepted": 4, "rejected": 0, "reasons": []}
+
+    records = await read_topic(settings.kafka, settings.topics.events, expect=1)
+    events = [e for _, value, _ in records for e in envelopes.decode(value)]
+    assert len(events) == 4
+    by_id = {e.request_id: e for e in events}
+    assert by_id["2f6946328ffc4946b8c9120704a4a155"].upstream_status == 200
+    constructed = by_id["9c3b1e0f6a2d4e7b8f01c2d3e4f5a6b7"]
+    assert constructed.status == 429 and constructed.upstream_latency_ms is None
+    assert constructed.credential and constructed.credential.startswith("hmac:")
+    for key, value, _ in records:
+        assert SECRET_APIKEY not in value
+        partition = int(key.decode()[1:])
+        for e in envelopes.decode(value):
+            assert envelopes.partition_for(e.partition_subject(), settings.partitions) == partition
+
+
+async def test_single_object_body_is_accepted(collector: str, settings: Settings) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{collector}/v1/ingest/kong", data=KONG_FILES[0].read_bytes(), headers=auth(settings)
+        ) as resp:
+            assert (await resp.json())["accepted"] == 1
+
+
+async def test_bad_entries_go_to_dlq_and_good_ones_go_through(
+    collector: str, settings: Settings
+) -> None:
+    good = json.loads((FIXTURES / "kong" / "kong-3.9-serializer-constructed-429.json").read_text())
+    bad_status = json.loads(json.dumps(good))
+    bad_status["response"]["status"] = "teapot"
+    body = orjson.dumps([good, 42, bad_status, {"request": {"method": "GET"}}])
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{collector}/kong", data=body, headers=auth(settings)) as resp:
+            assert resp.status == 200
+            answer = await resp.json()
+        async with http.post(f"{collector}/kong", data=b"{not json", headers=auth(settings)) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["rejected"] == 1
+        async with http.get(f"{collector}/metrics") as resp:
+            metrics = await resp.text()
+
+    assert answer["accepted"] == 1 and answer["rejected"] == 3
+    dead = await read_topic(settings.kafka, settings.topics.dlq, expect=4)
+    reasons = sorted(headers["gatewatch.reason"].decode() for _, _, headers in dead)
+    assert any(r.startswith("malformed JSON") for r in reasons)
+    assert any(r.startswith("response.status") for r in reasons)
+    assert any(r.startswith("entry: expected an object") for r in reasons)
+    assert any(r.startswith("response: missing") for r in reasons)
+    assert all(SECRET_APIKEY not in value for _, value, _ in dead)
+    events = await read_topic(settings.kafka, settings.topics.events, expect=1)
+    assert sum(len(envelopes.decode(v)) for _, v, _ in events) == 1
+    assert 'gatewatch_ingest_events_total{outcome="rejected",source="kong"} 4.0' in metrics
+    assert 'gatewatch_ingest_rejects_total{reason="response.status",source="kong"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic dGVzdA=="])
+async def test_unauthenticated_senders_are_refused(
+    collector: str, settings: Settings, header: str | None
+) -> None:
+    headers = {"Authorization": header} if header else {}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{collector}/kong", data=KONG_FILES[0].read_bytes(), headers=headers
+        ) as resp:
+            assert resp.status == 401
+        async with http.get(f"{collector}/metrics") as resp:
+            assert 'gatewatch_ingest_requests_total{status="401"} 1.0' in await resp.text()
+
+
+async def test_oversize_body_is_refused(services, settings: Settings) -> None:
+    settings.max_body_bytes = 1024
+    async with collector_app(settings) as app:
+        runner, base = await serve(app)
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.post(
+                    f"{base}/kong", data=b"[" + b" " * 4096 + b"]", headers=auth(settings)
+                ) as resp:
+                    assert resp.status == 413
+        finally:
+            await runner.cleanup()
+
+
+async def test_kafka_down_answers_503_so_kong_retries(settings: Settings) -> None:
+    """A broker of its own, stopped after the collector connected: the POST must not be 2xx."""
+    broker = EmbeddedStack().start()
+    settings.kafka = broker.kafka
+    settings.kafka_timeout_s = 2.0
+    try:
+        async with collector_app(settings) as app:
+            runner, base = await serve(app)
+            try:
+                broker.stop()
+                async with aiohttp.ClientSession() as http:
+                    async with http.post(
+                        f"{base}/kong", data=KONG_FILES[0].read_bytes(), headers=auth(settings)
+                    ) as resp:
+                        assert resp.status == 503
+                        assert resp.headers["Retry-After"] == "5"
+            finally:
+                await runner.cleanup()
+    finally:
+        broker.stop()
+

@@ -1,0 +1,86 @@
+"""Reading decisions back: the HTTP decision API and `gatewatch decision`, against real Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import aiohttp
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from pipeline.api import create_decision_app
+from pipeline.config import Settings
+from pipeline.decisions import Decision, RedisDecisions
+
+from .conftest import PYTHON, ROOT, gatewatch_env, serve
+
+SUBJECT = "consumer:ae974d6c-0f8a-4dc5-b701-fa0aa38592bd"
+
+
+@pytest.fixture
+async def stored(redis: Redis, settings: Settings) -> Decision:
+    now = int(time.time() * 1000)
+    decision = Decision(
+        subject=SUBJECT, score=0.93, action="block", reasons=["rate: 300 requests/s"],
+        detector="rate", model_version="test", mode="enforce", updated_at=now,
+        expires_at=now + 60_000,
+    )
+    await RedisDecisions(redis, settings.redis_prefix).write([decision])
+    return decision
+
+
+@pytest.fixture
+async def api(redis: Redis, settings: Settings):
+    app = create_decision_app(
+        RedisDecisions(redis, settings.redis_prefix),
+        token=settings.decision_api_token.get_secret_value(),
+    )
+    runner, base = await serve(app)
+    yield base
+    await runner.cleanup()
+
+
+async def test_api_returns_the_stored_decision(api: str, stored: Decision, settings: Settings) -> None:
+    headers = {"Authorization": f"Bearer {settings.decision_api_token.get_secret_value()}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.get(f"{api}/v1/decisions/{SUBJECT}") as resp:
+            assert resp.status == 200
+            body = await resp.json()
+        async with http.get(f"{api}/v1/decisions/ip:192.0.2.1") as resp:
+            unknown = await resp.json()
+        async with http.get(f"{api}/v1/decisions/nonsense") as resp:
+            assert resp.status == 400
+    assert body["action"] == "block"
+    assert body["decision"] == stored.model_dump()
+    assert unknown == {"subject": "ip:192.0.2.1", "action": "allow", "decision": None}
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nope"])
+async def test_api_requires_the_token(api: str, stored: Decision, header: str | None) -> None:
+    headers = {"Authorization": header} if header else {}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.get(f"{api}/v1/decisions/{SUBJECT}") as resp:
+            assert resp.status == 401
+            assert "decision" not in await resp.json()
+
+
+async def test_cli_decision_json(stored: Decision, settings: Settings) -> None:
+    out = subprocess.run(
+        [PYTHON, "-m", "pipeline", "decision", SUBJECT, "--json"],
+        env=gatewatch_env(settings), cwd=ROOT, capture_output=True, check=True, timeout=60,
+    )
+    assert orjson.loads(out.stdout) == {"subject": SUBJECT, "decision": stored.model_dump()}
+
+
+async def test_decision_expires_with_its_ttl(redis: Redis, settings: Settings) -> None:
+    now = int(time.time() * 1000)
+    decisions = RedisDecisions(redis, settings.redis_prefix)
+    await decisions.write([Decision(
+        subject="ip:192.0.2.9", score=0.5, action="tag", reasons=[], detector="rate",
+        model_version="test", mode="shadow", updated_at=now, expires_at=now + 1_500,
+    )])
+    assert 0 < await redis.pttl(decisions.key("ip:192.0.2.9")) <= 1_500
+    entries = await redis.xrange(decisions.stream)
+    assert [e[1][b"subject"] for e in entries] == [b"ip:192.0.2.9"]
