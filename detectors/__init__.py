@@ -1,12 +1,18 @@
 """Detector families. Each reads a subject's state and returns `Signal`s with reasons."""
 
 from detectors.base import Detector, Signal, SubjectContext
-from detectors.fusion import Fusion, Verdict
 from detectors.bruteforce import BruteForce
+from detectors.fusion import Fusion, Verdict
 from detectors.rate import RateAnomaly
 
 __all__ = [
-    "BruteForce", "Detector", "Fusion", "RateAnomaly", "Signal", "SubjectContext", "Verdict",
+    "BruteForce",
+    "Detector",
+    "Fusion",
+    "RateAnomaly",
+    "Signal",
+    "SubjectContext",
+    "Verdict",
     "default_detectors",
 ]
 

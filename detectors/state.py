@@ -48,8 +48,13 @@ class Baseline:
     """
 
     __slots__ = (
-        "auth_failure_ratio", "error_ratio", "latency", "path_diversity", "rate_mean",
-        "rate_var", "windows",
+        "auth_failure_ratio",
+        "error_ratio",
+        "latency",
+        "path_diversity",
+        "rate_mean",
+        "rate_var",
+        "windows",
     )
 
     def __init__(self, fading_factor: float = 0.05) -> None:
@@ -82,9 +87,24 @@ class SubjectState:
     """Counters for one subject; `observe` feeds it events in (roughly) time order."""
 
     __slots__ = (
-        "action", "auth_attempts", "auth_failures", "auth_ts", "baseline", "decided_at",
-        "expires_at", "flagged", "prev_requests", "score", "w_auth", "w_auth_fail", "w_errors",
-        "w_latency", "w_paths", "w_requests", "w_start", "windows_seen",
+        "action",
+        "auth_attempts",
+        "auth_failures",
+        "auth_ts",
+        "baseline",
+        "decided_at",
+        "expires_at",
+        "flagged",
+        "prev_requests",
+        "score",
+        "w_auth",
+        "w_auth_fail",
+        "w_errors",
+        "w_latency",
+        "w_paths",
+        "w_requests",
+        "w_start",
+        "windows_seen",
     )
 
     def __init__(self) -> None:
@@ -130,6 +150,10 @@ class SubjectState:
             self.auth_attempts = self.auth_attempts * decay + 1.0
             self.auth_failures = self.auth_failures * decay + failed
             self.auth_ts = max(self.auth_ts, t)
+
+    def closes_window(self, t: float) -> bool:
+        """Whether an event at `t` would close a window that holds requests."""
+        return self.w_requests > 0 and t >= self.w_start + WINDOW_S
 
     def current_rate(self) -> int:
         """Requests per window now: the open window or the last closed one, whichever is higher,

@@ -126,8 +126,12 @@ def topics() -> None:
 
 @app.command()
 def demo(
-    kafka: Annotated[str | None, typer.Option(help="Use this Kafka instead of the embedded one")] = None,
-    redis: Annotated[str | None, typer.Option(help="Use this Redis URL instead of the embedded one")] = None,
+    kafka: Annotated[
+        str | None, typer.Option(help="Use this Kafka instead of the embedded one")
+    ] = None,
+    redis: Annotated[
+        str | None, typer.Option(help="Use this Redis URL instead of the embedded one")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Traffic seed")] = 7,
     baseline_s: Annotated[float, typer.Option(help="Seconds of normal traffic first")] = 20.0,
     attack_s: Annotated[float, typer.Option(help="Seconds the attacks last")] = 15.0,
@@ -139,8 +143,9 @@ def demo(
     configure_logging("warning")
     # With --json, stdout carries only the result line; progress goes to stderr.
     console = Console(stderr=as_json)
-    options = DemoOptions(kafka=kafka, redis_url=redis, seed=seed, baseline_s=baseline_s,
-                          attack_s=attack_s)
+    options = DemoOptions(
+        kafka=kafka, redis_url=redis, seed=seed, baseline_s=baseline_s, attack_s=attack_s
+    )
     result = asyncio.run(run_demo(options, console))
     if as_json:
         sys.stdout.write(orjson.dumps(result.as_dict()).decode() + "\n")
@@ -157,10 +162,15 @@ def _print_summary(console: Console, result: object) -> None:
         table.add_row(key, f"{data[key]:,}" if isinstance(data[key], int) else str(data[key]))
     for subject in data["attack_subjects"]:
         ttb = data["time_to_block_s"].get(subject)
-        verdict = f"[red]blocked[/] after {ttb:.2f} s" if ttb is not None else "[yellow]NOT blocked[/]"
+        verdict = (
+            f"[red]blocked[/] after {ttb:.2f} s" if ttb is not None else "[yellow]NOT blocked[/]"
+        )
         table.add_row(f"attack {subject}", verdict)
-    table.add_row("false blocks", str(data["false_blocks"]) + (
-        f" {data['false_blocked_subjects']}" if data["false_blocks"] else ""))
+    table.add_row(
+        "false blocks",
+        str(data["false_blocks"])
+        + (f" {data['false_blocked_subjects']}" if data["false_blocks"] else ""),
+    )
     console.print(table)
 
 

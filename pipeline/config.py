@@ -29,7 +29,9 @@ class TopicNames(BaseSettings):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWATCH_", extra="ignore")
 
-    kafka: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    kafka: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]"
+    )
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"),
         description="Redis URL; credentials go in the URL (redis://user:password@host:port/db)",

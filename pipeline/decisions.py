@@ -75,8 +75,13 @@ class RedisDecisions:
             pipe.pexpire(key, max(1, d.expires_at - now_ms))
             pipe.xadd(
                 self.stream,
-                {"subject": d.subject, "action": d.action, "score": str(d.score),
-                 "expires_at": str(d.expires_at), "mode": d.mode},
+                {
+                    "subject": d.subject,
+                    "action": d.action,
+                    "score": str(d.score),
+                    "expires_at": str(d.expires_at),
+                    "mode": d.mode,
+                },
                 maxlen=self.stream_maxlen,
                 approximate=True,
             )

@@ -40,7 +40,7 @@ def encode(events: list[GatewayEvent]) -> bytes:
 
 
 def decode(payload: bytes) -> list[GatewayEvent]:
-    """Events of one envelope. The collector validated them; this trusts the shape, not the bytes."""
+    """Events of one envelope. The collector validated them: trust the shape, check the bytes."""
     try:
         doc: Any = msgpack.unpackb(payload)
     except (ValueError, msgpack.UnpackException) as exc:
@@ -52,7 +52,15 @@ def decode(payload: bytes) -> list[GatewayEvent]:
         raise EnvelopeError("envelope has no event list")
     events = []
     for record in records:
-        if not isinstance(record, dict) or "client_ip" not in record or "ts_ms" not in record:
+        if (
+            not isinstance(record, dict)
+            or not _FIELDS.issuperset(record)
+            or not _REQUIRED <= record.keys()
+        ):
             raise EnvelopeError("envelope holds a record that is not an event")
         events.append(GatewayEvent.model_construct(**record))
     return events
+
+
+_FIELDS = frozenset(GatewayEvent.model_fields)
+_REQUIRED = frozenset(name for name, f in GatewayEvent.model_fields.items() if f.is_required())

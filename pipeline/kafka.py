@@ -35,7 +35,9 @@ async def ensure_topics(settings: Settings) -> None:
         wanted = [
             NewTopic(names.events, settings.partitions, 1),
             NewTopic(names.raw_kong, settings.partitions, 1),
-            NewTopic(names.decisions, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"}),
+            NewTopic(
+                names.decisions, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"}
+            ),
             NewTopic(names.alerts, 1, 1),
             NewTopic(names.dlq, 1, 1),
         ]
@@ -64,7 +66,9 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 @dataclass
 class _Pending:
     events: list[GatewayEvent] = field(default_factory=list)
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
     timer: asyncio.TimerHandle | None = None
 
 
@@ -137,7 +141,9 @@ class EnvelopeProducer:
         except Exception as exc:  # every waiter must learn about the failure, whatever it is
             log.warning("kafka.envelope_failed", partition=partition, error=repr(exc))
             if not pending.done.done():
-                pending.done.set_exception(exc if isinstance(exc, KafkaError) else KafkaError(repr(exc)))
+                pending.done.set_exception(
+                    exc if isinstance(exc, KafkaError) else KafkaError(repr(exc))
+                )
                 pending.done.exception()  # mark retrieved: waiters that timed out are gone
         else:
             pending.done.set_result(None)

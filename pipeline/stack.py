@@ -90,8 +90,17 @@ class EmbeddedStack:
             "tansu.log",
         )
         redis_cmd = [
-            redis_binary(), "--port", str(self.redis_port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", self._tmp.name,
+            redis_binary(),
+            "--port",
+            str(self.redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._tmp.name,
         ]
         if self.redis_password:
             redis_cmd += ["--requirepass", self.redis_password]
@@ -106,7 +115,7 @@ class EmbeddedStack:
 
     def _spawn(self, cmd: list[str], logname: str) -> subprocess.Popen[bytes]:
         assert self._tmp is not None
-        out = open(Path(self._tmp.name) / logname, "wb")  # noqa: SIM115 - closed with the process
+        out = open(Path(self._tmp.name) / logname, "wb")
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         out.close()
         self._procs.append(proc)

@@ -105,16 +105,29 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
     procs: list[asyncio.subprocess.Process] = []
     redis = Redis.from_url(redis_url)
     try:
-        for name, args in (("collector", ["collector", "--port", str(port)]), ("worker", ["worker"])):
-            out = open(logdir / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child
-            procs.append(await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "pipeline", *args, env=env, stdout=out, stderr=out,
-                stdin=asyncio.subprocess.DEVNULL,
-            ))
+        for name, args in (
+            ("collector", ["collector", "--port", str(port)]),
+            ("worker", ["worker"]),
+        ):
+            out = open(logdir / f"{name}.log", "wb")  # noqa: ASYNC230 - once, at startup
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "pipeline",
+                    *args,
+                    env=env,
+                    stdout=out,
+                    stderr=out,
+                    stdin=asyncio.subprocess.DEVNULL,
+                )
+            )
             out.close()
         console.log(f"collector on 127.0.0.1:{port}, worker starting; logs in {logdir}")
         decisions = RedisDecisions(redis, f"{PREFIX}{run_id}:")
-        return await _play(options, console, port, token, Redactor(redaction_key.encode()), decisions, procs)
+        return await _play(
+            options, console, port, token, Redactor(redaction_key.encode()), decisions, procs
+        )
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -143,7 +156,7 @@ async def _play(
     stuffer_ip = model.stuffer.ips[0]
     flooder = model.flooder
     attack_subjects = [f"ip:{stuffer_ip}", f"consumer:{flooder.consumer_id}"]
-    # Subjects that belong to the attackers: blocking these is right, anything else is a false block.
+    # Subjects that belong to the attackers: blocking these is right; any other block is false.
     attributable = set(attack_subjects) | {f"ip:{ip}" for ip in flooder.ips}
     attributable.add(f"key:{redactor.fingerprint(flooder.api_key or '')}")
     live = _Live()
@@ -152,17 +165,29 @@ async def _play(
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     async with aiohttp.ClientSession(headers=headers) as http:
-        await _wait_healthy(http, f"http://127.0.0.1:{port}/healthz", procs, options.startup_timeout_s)
+        await _wait_healthy(
+            http, f"http://127.0.0.1:{port}/healthz", procs, options.startup_timeout_s
+        )
         watcher = asyncio.create_task(_watch(decisions, live, attack_subjects))
-        display = Live(_render(live, attack_subjects), console=console, refresh_per_second=4,
-                       transient=False, redirect_stderr=False) if console.is_terminal else None
+        display = (
+            Live(
+                _render(live, attack_subjects),
+                console=console,
+                refresh_per_second=4,
+                transient=False,
+                redirect_stderr=False,
+            )
+            if console.is_terminal
+            else None
+        )
         try:
             if display:
                 display.start()
             await _drive(options, model, http, url, live, result, procs, display, attack_subjects)
             live.phase = "draining"
             deadline = time.monotonic() + 20
-            while live.processed < live.sent and time.monotonic() < deadline:
+            # The worker's counter lives in Redis; the watcher refreshes it, so poll it here.
+            while live.processed < live.sent and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
             await asyncio.sleep(0.5)  # let the watcher read the last decisions
         finally:
@@ -289,9 +314,12 @@ def _render(live: _Live, attack_subjects: list[str]) -> Group:
     elapsed = time.monotonic() - live.started
     head = Table.grid(padding=(0, 2))
     head.add_row(
-        f"[bold]phase[/] {live.phase}", f"[bold]t[/] {elapsed:5.1f}s",
-        f"[bold]sent[/] {live.sent:,}", f"[bold]processed[/] {live.processed:,}",
-        f"[bold]ingest[/] {live.eps:,.0f} ev/s", f"[bold]decisions[/] {len(live.decisions)}",
+        f"[bold]phase[/] {live.phase}",
+        f"[bold]t[/] {elapsed:5.1f}s",
+        f"[bold]sent[/] {live.sent:,}",
+        f"[bold]processed[/] {live.processed:,}",
+        f"[bold]ingest[/] {live.eps:,.0f} ev/s",
+        f"[bold]decisions[/] {len(live.decisions)}",
     )
     top = Table(title="riskiest subjects", expand=True)
     for col in ("subject", "action", "score", "attack?"):
@@ -299,6 +327,10 @@ def _render(live: _Live, attack_subjects: list[str]) -> Group:
     ranked = sorted(live.decisions.items(), key=lambda kv: kv[1][1], reverse=True)[:8]
     for subject, (action, score, _) in ranked:
         colour = {"block": "red", "challenge": "yellow", "tag": "cyan"}.get(action, "white")
-        top.add_row(subject, f"[{colour}]{action}[/]", f"{score:.2f}",
-                    "yes" if subject in attack_subjects else "")
+        top.add_row(
+            subject,
+            f"[{colour}]{action}[/]",
+            f"{score:.2f}",
+            "yes" if subject in attack_subjects else "",
+        )
     return Group(Panel(head, title="gatewatch demo"), top)

@@ -23,17 +23,33 @@ BROWSER_UAS = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
     "Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
 )
-SDK_UAS = ("okhttp/4.12.0", "python-requests/2.32.3", "axios/1.7.7", "Go-http-client/2.0",
-           "acme-sdk-java/3.4.1", "Dart/3.5 (dart:io)")
+SDK_UAS = (
+    "okhttp/4.12.0",
+    "python-requests/2.32.3",
+    "axios/1.7.7",
+    "Go-http-client/2.0",
+    "acme-sdk-java/3.4.1",
+    "Dart/3.5 (dart:io)",
+)
 LOGIN = "/v1/auth/login"
 # (method, path template, weight) of what an API consumer does.
 CONSUMER_MIX = (
-    ("GET", "/v1/products", 20), ("GET", "/v1/products/{id}", 30), ("GET", "/v1/orders", 10),
-    ("POST", "/v1/orders", 5), ("GET", "/v1/orders/{id}", 10), ("GET", "/v1/users/{id}/profile", 8),
-    ("GET", "/v1/search", 12), ("PUT", "/v1/users/{id}/profile", 2), ("DELETE", "/v1/orders/{id}", 1),
+    ("GET", "/v1/products", 20),
+    ("GET", "/v1/products/{id}", 30),
+    ("GET", "/v1/orders", 10),
+    ("POST", "/v1/orders", 5),
+    ("GET", "/v1/orders/{id}", 10),
+    ("GET", "/v1/users/{id}/profile", 8),
+    ("GET", "/v1/search", 12),
+    ("PUT", "/v1/users/{id}/profile", 2),
+    ("DELETE", "/v1/orders/{id}", 1),
 )
-BROWSER_MIX = (("GET", "/v1/products", 40), ("GET", "/v1/products/{id}", 40), ("GET", "/v1/search", 15),
-               ("POST", LOGIN, 5))
+BROWSER_MIX = (
+    ("GET", "/v1/products", 40),
+    ("GET", "/v1/products/{id}", 40),
+    ("GET", "/v1/search", 15),
+    ("POST", LOGIN, 5),
+)
 SEARCH_TERMS = ("shoes", "red dress", "laptop", "usb-c cable", "garden chair", "coffee")
 
 
@@ -63,36 +79,60 @@ class TrafficModel:
         self.rng = random.Random(seed)
         self.actors: list[Actor] = []
         for i in range(consumers):
-            self.actors.append(Actor(
-                name=f"consumer-{i}", kind="consumer", ips=[self._ip() for _ in range(self.rng.randint(1, 2))],
-                user_agent=self.rng.choice(SDK_UAS + BROWSER_UAS), rate=self.rng.uniform(0.3, 4.0),
-                consumer_id=str(uuid.UUID(int=self.rng.getrandbits(128))), username=f"partner-{i}",
-                api_key=f"key-{self.rng.getrandbits(64):016x}",
-            ))
+            self.actors.append(
+                Actor(
+                    name=f"consumer-{i}",
+                    kind="consumer",
+                    ips=[self._ip() for _ in range(self.rng.randint(1, 2))],
+                    user_agent=self.rng.choice(SDK_UAS + BROWSER_UAS),
+                    rate=self.rng.uniform(0.3, 4.0),
+                    consumer_id=str(uuid.UUID(int=self.rng.getrandbits(128))),
+                    username=f"partner-{i}",
+                    api_key=f"key-{self.rng.getrandbits(64):016x}",
+                )
+            )
         for i in range(browsers):
-            self.actors.append(Actor(
-                name=f"browser-{i}", kind="browser", ips=[self._ip()],
-                user_agent=self.rng.choice(BROWSER_UAS), rate=self.rng.uniform(0.1, 1.0), mix=BROWSER_MIX,
-            ))
+            self.actors.append(
+                Actor(
+                    name=f"browser-{i}",
+                    kind="browser",
+                    ips=[self._ip()],
+                    user_agent=self.rng.choice(BROWSER_UAS),
+                    rate=self.rng.uniform(0.1, 1.0),
+                    mix=BROWSER_MIX,
+                )
+            )
         for i in range(nats):
             # A mobile carrier's NAT: many users behind one address, busier and with more logins.
-            self.actors.append(Actor(
-                name=f"carrier-nat-{i}", kind="nat", ips=[f"100.64.{i}.1"],
-                user_agent=BROWSER_UAS[3], rate=self.rng.uniform(15, 30), mix=BROWSER_MIX,
-                login_typo_rate=0.15,
-            ))
+            self.actors.append(
+                Actor(
+                    name=f"carrier-nat-{i}",
+                    kind="nat",
+                    ips=[f"100.64.{i}.1"],
+                    user_agent=BROWSER_UAS[3],
+                    rate=self.rng.uniform(15, 30),
+                    mix=BROWSER_MIX,
+                    login_typo_rate=0.15,
+                )
+            )
         # The flooder is an ordinary, steady consumer until the attack begins.
         self.flooder = next(a for a in self.actors if a.kind == "consumer" and 1.5 < a.rate < 4.0)
         self.flood_rate = 200.0
         self.stuffer = Actor(
-            name="stuffer", kind="stuffer", ips=["185.220.101.47"], user_agent=SDK_UAS[1], rate=25.0,
-            mix=(("POST", LOGIN, 1),), active=False,
+            name="stuffer",
+            kind="stuffer",
+            ips=["185.220.101.47"],
+            user_agent=SDK_UAS[1],
+            rate=25.0,
+            mix=(("POST", LOGIN, 1),),
+            active=False,
         )
         self.actors.append(self.stuffer)
 
     def _ip(self) -> str:
         r = self.rng
-        return f"{r.choice((23, 45, 66, 81, 92, 104, 151, 178, 203))}.{r.randint(0, 255)}.{r.randint(0, 255)}.{r.randint(1, 254)}"
+        first = r.choice((23, 45, 66, 81, 92, 104, 151, 178, 203))
+        return f"{first}.{r.randint(0, 255)}.{r.randint(0, 255)}.{r.randint(1, 254)}"
 
     def start_attack(self) -> None:
         self.stuffer.active = True
@@ -131,7 +171,9 @@ class TrafficModel:
             query = {"limit": "20"}
         status = self._status(actor, template)
         headers = {
-            "host": "api.shop.example", "user-agent": actor.user_agent, "accept": "application/json",
+            "host": "api.shop.example",
+            "user-agent": actor.user_agent,
+            "accept": "application/json",
             "x-forwarded-for": actor.ips[0],
         }
         if actor.user_agent in BROWSER_UAS:
@@ -144,24 +186,35 @@ class TrafficModel:
         request_id = uuid.UUID(int=r.getrandbits(128)).hex
         entry: dict[str, Any] = {
             "request": {
-                "id": request_id, "method": method, "uri": path + _qs(query),
-                "url": f"https://api.shop.example{path}{_qs(query)}", "querystring": query,
-                "headers": headers, "size": r.randint(180, 900),
+                "id": request_id,
+                "method": method,
+                "uri": path + _qs(query),
+                "url": f"https://api.shop.example{path}{_qs(query)}",
+                "querystring": query,
+                "headers": headers,
+                "size": r.randint(180, 900),
             },
             "response": {
-                "status": status, "size": r.randint(300, 12_000),
+                "status": status,
+                "size": r.randint(300, 12_000),
                 "headers": {"content-type": "application/json", "x-kong-request-id": request_id},
             },
             "latencies": {
-                "kong": kong_latency, "proxy": upstream_latency,
-                "request": kong_latency + max(0, upstream_latency), "receive": 0,
+                "kong": kong_latency,
+                "proxy": upstream_latency,
+                "request": kong_latency + max(0, upstream_latency),
+                "receive": 0,
             },
             "client_ip": r.choice(actor.ips),
             "started_at": ts_ms,
             "source": "upstream" if upstream else "kong",
             "upstream_status": str(status) if upstream else "",
             "service": {"id": "5f3c0e1a-2b4d-4c6e-8f90-a1b2c3d4e5f6", "name": "shop-api"},
-            "route": {"id": "0d4a9c57-3f1e-4b2a-9c8d-7e6f5a4b3c2d", "name": "shop", "paths": ["/v1"]},
+            "route": {
+                "id": "0d4a9c57-3f1e-4b2a-9c8d-7e6f5a4b3c2d",
+                "name": "shop",
+                "paths": ["/v1"],
+            },
             "tries": [{"ip": "10.0.3.7", "port": 8080, "balancer_latency": 0}] if upstream else [],
             "workspace_name": "default",
         }
@@ -185,4 +238,6 @@ class TrafficModel:
 
 
 def _qs(query: dict[str, Any]) -> str:
-    return ("?" + "&".join(f"{k}={v}" for k, v in query.items())).replace(" ", "%20") if query else ""
+    return (
+        ("?" + "&".join(f"{k}={v}" for k, v in query.items())).replace(" ", "%20") if query else ""
+    )

@@ -42,22 +42,29 @@ class CollectorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.events = Counter(
-            "gatewatch_ingest_events_total", "Entries received", ["source", "outcome"],
+            "gatewatch_ingest_events_total",
+            "Entries received",
+            ["source", "outcome"],
             registry=registry,
         )
         self.rejects = Counter(
-            "gatewatch_ingest_rejects_total", "Rejected entries by reason", ["source", "reason"],
+            "gatewatch_ingest_rejects_total",
+            "Rejected entries by reason",
+            ["source", "reason"],
             registry=registry,
         )
         self.requests = Counter(
-            "gatewatch_ingest_requests_total", "HTTP requests by answer", ["status"],
+            "gatewatch_ingest_requests_total",
+            "HTTP requests by answer",
+            ["status"],
             registry=registry,
         )
         self.bytes = Counter(
             "gatewatch_ingest_bytes_total", "Body bytes received", ["source"], registry=registry
         )
         self.latency = Histogram(
-            "gatewatch_ingest_request_seconds", "Time to answer an ingest request",
+            "gatewatch_ingest_request_seconds",
+            "Time to answer an ingest request",
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
         )

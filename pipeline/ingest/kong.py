@@ -17,7 +17,7 @@ import orjson
 from pydantic import ValidationError
 
 from pipeline.events import GatewayEvent, Reject
-from pipeline.ingest.normalize import ParseError, as_int, route_template
+from pipeline.ingest.normalize import ParseError, as_int, ascii_ints, route_template
 from pipeline.ingest.redaction import SECRET_HEADERS, Redactor
 
 __all__ = ["KongParser", "ParseResult"]
@@ -27,9 +27,22 @@ KEPT_HEADERS = ("accept-language", "referer", "origin", "content-type")
 # Top-level serializer keys we map or knowingly drop; anything else came from custom_fields_by_lua.
 KNOWN_KEYS = frozenset(
     {
-        "request", "response", "latencies", "tries", "client_ip", "started_at", "route",
-        "service", "consumer", "authenticated_entity", "upstream_uri", "upstream_status",
-        "source", "workspace", "workspace_name", "api",
+        "request",
+        "response",
+        "latencies",
+        "tries",
+        "client_ip",
+        "started_at",
+        "route",
+        "service",
+        "consumer",
+        "authenticated_entity",
+        "upstream_uri",
+        "upstream_status",
+        "source",
+        "workspace",
+        "workspace_name",
+        "api",
     }
 )
 MAX_ATTRIBUTES = 32
@@ -69,12 +82,12 @@ def _obj(entry: dict[str, Any], key: str, *, required: bool = False) -> dict[str
 
 def _upstream_status(value: Any) -> int | None:
     """`"502, 200 : 200"` lists every try; the last one is what the client got."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1000:
         return value
     if not isinstance(value, str):
         return None
-    digits = [tok for tok in value.replace(":", ",").split(",") if tok.strip().isdigit()]
-    return int(digits[-1]) if digits else None
+    codes = [n for n in ascii_ints(value[:256]) if n < 1000]
+    return codes[-1] if codes else None
 
 
 class KongParser:
@@ -130,6 +143,9 @@ class KongParser:
         query, query_pii, query_secret = self._query(request.get("querystring"))
         pii.extend(k for k in query_pii if k not in pii)
 
+        response_headers = response.get("headers")
+        if not isinstance(response_headers, dict):
+            response_headers = {}
         consumer = _obj(entry, "consumer")
         entity = _obj(entry, "authenticated_entity")
         service = _obj(entry, "service")
@@ -139,7 +155,7 @@ class KongParser:
 
         return GatewayEvent(
             request_id=_text(request.get("id"))
-            or _text((response.get("headers") or {}).get("x-kong-request-id"))
+            or _text(response_headers.get("x-kong-request-id"))
             or None,
             ts_ms=as_int(started_at, "started_at") if started_at is not None else _now_ms(),
             gateway=SOURCE,
@@ -162,7 +178,7 @@ class KongParser:
             else float(as_int(proxy_latency, "latencies.proxy")),
             gateway_latency_ms=float(as_int(latencies.get("kong"), "latencies.kong", default=0)),
             user_agent=_text(headers.get("user-agent"))[:512],
-            headers={h: _text(headers[h])[:256] for h in KEPT_HEADERS if h in headers},
+            headers=self._kept_headers(headers),
             header_fingerprint=hashlib.blake2b(
                 ",".join(sorted(headers)).encode(), digest_size=6
             ).hexdigest(),
@@ -170,6 +186,13 @@ class KongParser:
             pii=pii,
             attributes=self._attributes(entry),
         )
+
+    def _kept_headers(self, headers: dict[str, Any]) -> dict[str, str]:
+        kept = {h: _text(headers[h])[:256] for h in KEPT_HEADERS if h in headers}
+        if "referer" in kept:
+            # A referer repeats another page's URL: its query may hold tokens, its path PII.
+            kept["referer"] = self.redactor.mask_pii(kept["referer"].partition("?")[0])[0]
+        return kept
 
     def _query(self, raw: Any) -> tuple[dict[str, str], list[str], str | None]:
         """Query args with secret values fingerprinted and PII masked; also the first secret."""
@@ -246,6 +269,8 @@ class KongParser:
                         # The query string may hold secrets; the path may hold PII.
                         request[key] = self.redactor.mask_pii(request[key].partition("?")[0])[0]
                 entry["request"] = request
+            if isinstance(entry.get("upstream_uri"), str):
+                entry["upstream_uri"] = entry["upstream_uri"].partition("?")[0]
         try:
             return orjson.dumps(entry)
         except TypeError:

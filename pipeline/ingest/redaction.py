@@ -25,7 +25,7 @@ _SECRET_PARAM = re.compile(
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _SSN = re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)")
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
-# A raw entry that failed to parse is still scrubbed of obvious secrets before the dead-letter topic.
+# A raw entry that failed to parse is still scrubbed of obvious secrets before the DLQ.
 _RAW_SECRET = re.compile(
     rb'("(?:authorization|proxy-authorization|cookie|apikey|x-api-key|api_key|password|token)"'
     rb'\s*:\s*)"(?:[^"\\]|\\.)*"',

@@ -66,44 +66,57 @@ class Processor:
     def process(
         self, events: Sequence[GatewayEvent], store: StateStore, *, wall_ms: int | None = None
     ) -> list[Decision]:
-        """Feed `events` to their subjects' states, score every touched subject once, and return
-        the decisions worth writing: escalations, and refreshes of standing ones past half-life."""
+        """Feed `events` to their subjects' states and return the decisions worth writing:
+        escalations, and refreshes of standing ones past half-life (the latest per subject)."""
+        wall_ms = int(time.time() * 1000) if wall_ms is None else wall_ms
         touched: dict[str, SubjectState] = {}
+        decisions: dict[str, Decision] = {}
         now = 0.0
         for event in events:
+            t = event.ts_ms / 1000.0
             auth = self.is_auth_route(event.route)
             for subject in event.subjects():
                 state = touched.get(subject)
                 if state is None:
                     state = touched[subject] = store.get(subject)
+                if state.closes_window(t):
+                    # Judge a window before it is learned: a flood inside one envelope must not
+                    # become the baseline before any detector has seen it.
+                    self._evaluate(subject, state, t, wall_ms, decisions)
                 state.observe(
                     event,
                     auth_route=auth,
                     baseline_after=self.baseline_after,
                     fading_factor=self.fading_factor,
                 )
-            now = max(now, event.ts_ms / 1000.0)
-
-        wall_ms = int(time.time() * 1000) if wall_ms is None else wall_ms
-        decisions = []
+            now = max(now, t)
         for subject, state in touched.items():
-            kind = subject.partition(":")[0]
-            ctx = SubjectContext(subject, kind, now)
-            signals: list[Signal] = []
-            for detector in self.detectors:
-                signal = detector.score(state, ctx)
-                if signal is not None:
-                    signals.append(signal)
-            if state.action != "allow" and wall_ms >= state.expires_at:
-                state.action = "allow"  # the standing decision has expired in Redis too
-            if not signals:
-                continue
-            verdict = self.fusion.fuse(signals)
-            state.flagged = verdict.action != "allow"
-            decision = self._decide(subject, state, verdict, wall_ms)
-            if decision is not None:
-                decisions.append(decision)
-        return decisions
+            self._evaluate(subject, state, now, wall_ms, decisions)
+        return list(decisions.values())
+
+    def _evaluate(
+        self,
+        subject: str,
+        state: SubjectState,
+        now: float,
+        wall_ms: int,
+        out: dict[str, Decision],
+    ) -> None:
+        ctx = SubjectContext(subject, subject.partition(":")[0], now)
+        signals: list[Signal] = []
+        for detector in self.detectors:
+            signal = detector.score(state, ctx)
+            if signal is not None:
+                signals.append(signal)
+        if state.action != "allow" and wall_ms >= state.expires_at:
+            state.action = "allow"  # the standing decision has expired in Redis too
+        if not signals:
+            return
+        verdict = self.fusion.fuse(signals)
+        state.flagged = state.flagged or verdict.action != "allow"
+        decision = self._decide(subject, state, verdict, wall_ms)
+        if decision is not None:
+            out[subject] = decision
 
     def _decide(
         self, subject: str, state: SubjectState, verdict: Verdict, wall_ms: int

@@ -73,28 +73,38 @@ class WorkerRuntime(Service):
     async def handle(self, payload: bytes, partition: int) -> int:
         """Process one envelope; returns how many events it held."""
         await self.ready.wait()
-        try:
-            events = envelopes.decode(payload)
-        except envelopes.EnvelopeError as exc:
-            log.warning("worker.bad_envelope", partition=partition, reason=str(exc))
-            await self.dead_letters.send(
-                [Reject(source="envelope", reason=str(exc), raw=payload)],
-                origin=f"partition:{partition}",
-            )
-            return 0
         store = self.stores.get(partition)
         if store is None:
             store = self.stores[partition] = StateStore(self.max_subjects)
-        decisions = self.processor.process(events, store)
+        try:
+            events = envelopes.decode(payload)
+            decisions = self.processor.process(events, store)
+        except envelopes.EnvelopeError as exc:
+            await self._dead_letter(payload, partition, str(exc))
+            return 0
+        except Exception as exc:
+            # A poison envelope must not stop the partition: park it with the cause and go on.
+            log.exception("worker.processing_failed", partition=partition)
+            await self._dead_letter(payload, partition, f"processing failed: {exc!r}")
+            return 0
         await self._write(decisions, len(events))
         if decisions:
             await self.sink.publish(decisions)
             for d in decisions:
                 log.info(
-                    "decision.changed", subject=d.subject, action=d.action, score=d.score,
-                    detector=d.detector, reason=d.reasons[0] if d.reasons else "",
+                    "decision.changed",
+                    subject=d.subject,
+                    action=d.action,
+                    score=d.score,
+                    detector=d.detector,
+                    reason=d.reasons[0] if d.reasons else "",
                 )
         return len(events)
+
+    async def _dead_letter(self, payload: bytes, partition: int, reason: str) -> None:
+        log.warning("worker.bad_envelope", partition=partition, reason=reason)
+        reject = Reject(source="envelope", reason=reason, raw=payload)
+        await self.dead_letters.send([reject], origin=f"partition:{partition}")
 
     async def _write(self, decisions: list[Decision], events: int) -> None:
         # Redis down: hold this envelope (and so its offset) until it is back, never skip it.

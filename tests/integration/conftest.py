@@ -91,7 +91,7 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
 async def read_topic(
     bootstrap: str, topic: str, *, expect: int, timeout_s: float = 20.0
 ) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
-    """Every record of `topic` from the start, returning once `expect` have arrived (or time out)."""
+    """Every record of `topic` from the start, once `expect` have arrived (or time out)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )

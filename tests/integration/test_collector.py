@@ -75,7 +75,9 @@ async def test_bad_entries_go_to_dlq_and_good_ones_go_through(
         async with http.post(f"{collector}/kong", data=body, headers=auth(settings)) as resp:
             assert resp.status == 200
             answer = await resp.json()
-        async with http.post(f"{collector}/kong", data=b"{not json", headers=auth(settings)) as resp:
+        async with http.post(
+            f"{collector}/kong", data=b"{not json", headers=auth(settings)
+        ) as resp:
             assert resp.status == 200
             assert (await resp.json())["rejected"] == 1
         async with http.get(f"{collector}/metrics") as resp:
@@ -143,4 +145,3 @@ async def test_kafka_down_answers_503_so_kong_retries(settings: Settings) -> Non
                 await runner.cleanup()
     finally:
         broker.stop()
-

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 import time
 
 import aiohttp
@@ -23,8 +23,14 @@ SUBJECT = "consumer:ae974d6c-0f8a-4dc5-b701-fa0aa38592bd"
 async def stored(redis: Redis, settings: Settings) -> Decision:
     now = int(time.time() * 1000)
     decision = Decision(
-        subject=SUBJECT, score=0.93, action="block", reasons=["rate: 300 requests/s"],
-        detector="rate", model_version="test", mode="enforce", updated_at=now,
+        subject=SUBJECT,
+        score=0.93,
+        action="block",
+        reasons=["rate: 300 requests/s"],
+        detector="rate",
+        model_version="test",
+        mode="enforce",
+        updated_at=now,
         expires_at=now + 60_000,
     )
     await RedisDecisions(redis, settings.redis_prefix).write([decision])
@@ -42,7 +48,9 @@ async def api(redis: Redis, settings: Settings):
     await runner.cleanup()
 
 
-async def test_api_returns_the_stored_decision(api: str, stored: Decision, settings: Settings) -> None:
+async def test_api_returns_the_stored_decision(
+    api: str, stored: Decision, settings: Settings
+) -> None:
     headers = {"Authorization": f"Bearer {settings.decision_api_token.get_secret_value()}"}
     async with aiohttp.ClientSession(headers=headers) as http:
         async with http.get(f"{api}/v1/decisions/{SUBJECT}") as resp:
@@ -67,20 +75,35 @@ async def test_api_requires_the_token(api: str, stored: Decision, header: str | 
 
 
 async def test_cli_decision_json(stored: Decision, settings: Settings) -> None:
-    out = subprocess.run(
-        [PYTHON, "-m", "pipeline", "decision", SUBJECT, "--json"],
-        env=gatewatch_env(settings), cwd=ROOT, capture_output=True, check=True, timeout=60,
+    proc = await asyncio.create_subprocess_exec(
+        *(PYTHON, "-m", "pipeline", "decision", SUBJECT, "--json"),
+        env=gatewatch_env(settings),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
     )
-    assert orjson.loads(out.stdout) == {"subject": SUBJECT, "decision": stored.model_dump()}
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    assert orjson.loads(stdout) == {"subject": SUBJECT, "decision": stored.model_dump()}
 
 
 async def test_decision_expires_with_its_ttl(redis: Redis, settings: Settings) -> None:
     now = int(time.time() * 1000)
     decisions = RedisDecisions(redis, settings.redis_prefix)
-    await decisions.write([Decision(
-        subject="ip:192.0.2.9", score=0.5, action="tag", reasons=[], detector="rate",
-        model_version="test", mode="shadow", updated_at=now, expires_at=now + 1_500,
-    )])
+    await decisions.write(
+        [
+            Decision(
+                subject="ip:192.0.2.9",
+                score=0.5,
+                action="tag",
+                reasons=[],
+                detector="rate",
+                model_version="test",
+                mode="shadow",
+                updated_at=now,
+                expires_at=now + 1_500,
+            )
+        ]
+    )
     assert 0 < await redis.pttl(decisions.key("ip:192.0.2.9")) <= 1_500
     entries = await redis.xrange(decisions.stream)
     assert [e[1][b"subject"] for e in entries] == [b"ip:192.0.2.9"]

@@ -13,7 +13,9 @@ from .conftest import PYTHON, ROOT
 def test_demo_blocks_both_attacks_and_nobody_else() -> None:
     out = subprocess.run(
         [PYTHON, "-m", "pipeline", "demo", "--json", "--baseline-s", "15", "--attack-s", "8"],
-        cwd=ROOT, capture_output=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     result = orjson.loads(out.stdout.splitlines()[-1])

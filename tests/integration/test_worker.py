@@ -17,7 +17,6 @@ from redis.asyncio import Redis
 from pipeline.config import Settings
 from pipeline.decisions import RedisDecisions
 from pipeline.ingest.collector import collector_app
-from pipeline.kafka import ensure_topics
 
 from .conftest import PYTHON, ROOT, gatewatch_env, read_topic, serve
 
@@ -26,8 +25,13 @@ ATTACKER = "198.51.100.77"
 
 def kong_entry(ip: str, path: str, status: int, ts_ms: int, method: str = "GET") -> dict:
     return {
-        "request": {"method": method, "uri": path, "headers": {"user-agent": "curl/8.5.0"},
-                    "querystring": {}, "size": 200},
+        "request": {
+            "method": method,
+            "uri": path,
+            "headers": {"user-agent": "curl/8.5.0"},
+            "querystring": {},
+            "size": 200,
+        },
         "response": {"status": status, "size": 100},
         "latencies": {"request": 12, "kong": 1, "proxy": 11},
         "client_ip": ip,
@@ -36,11 +40,14 @@ def kong_entry(ip: str, path: str, status: int, ts_ms: int, method: str = "GET")
 
 
 @pytest.fixture
-async def worker(settings: Settings):
-    await ensure_topics(settings)
+def worker(settings: Settings, tmp_path):
+    log = open(tmp_path / "worker.log", "wb")  # the child writes to it
     proc = subprocess.Popen(
-        [PYTHON, "-m", "pipeline", "worker"], env=gatewatch_env(settings), cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [PYTHON, "-m", "pipeline", "worker"],
+        env=gatewatch_env(settings),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         yield proc
@@ -51,11 +58,12 @@ async def worker(settings: Settings):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+        log.close()
 
 
-async def next_decision(redis: Redis, stream: str, last_id: str, timeout_s: float) -> tuple[str, dict]:
+async def next_decision(
+    redis: Redis, stream: str, last_id: str, timeout_s: float
+) -> tuple[str, dict]:
     """Block on the decision stream (an event, not a sleep) until the next entry arrives."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
