@@ -93,17 +93,22 @@ async def read_topic(
 ) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
     """Every record of `topic` from the start, once `expect` have arrived (or time out)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        # The topic may be created after this consumer starts (by the worker under test); the
+        # default 5-minute metadata cache would not see it.
+        metadata_max_age_ms=200,
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        while not partitions:
-            await consumer.topics()  # refresh metadata until the topic is known
-            partitions = consumer.partitions_for_topic(topic)
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
         out: list[tuple[bytes | None, bytes, dict[str, bytes]]] = []
         async with asyncio.timeout(timeout_s):
+            partitions = consumer.partitions_for_topic(topic)
+            while not partitions:
+                await consumer.topics()
+                partitions = consumer.partitions_for_topic(topic)
+            consumer.assign([TopicPartition(topic, p) for p in partitions])
             while len(out) < expect:
                 batch = await consumer.getmany(timeout_ms=200)
                 for records in batch.values():

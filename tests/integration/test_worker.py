@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from pipeline.config import Settings
 from pipeline.decisions import RedisDecisions
 from pipeline.ingest.collector import collector_app
+from pipeline.kafka import ensure_topics
 
 from .conftest import PYTHON, ROOT, gatewatch_env, read_topic, serve
 
@@ -124,6 +125,7 @@ async def test_credential_stuffing_becomes_a_block_decision(
 async def test_corrupt_envelope_goes_to_dlq_and_worker_keeps_going(
     worker: subprocess.Popen, settings: Settings, redis: Redis
 ) -> None:
+    await ensure_topics(settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka)
     await producer.start()
     try:
