@@ -5,6 +5,8 @@ Keys (all under the configured prefix, default `gw:`):
   updated_at, expires_at (epoch ms); expires with the decision.
 - `gw:decisions` stream: one entry per change, so a gateway syncs incrementally after a snapshot.
 - `gw:stats` hash: counters the worker keeps (events_processed, decisions_written).
+- `gw:override:allow` / `gw:override:deny` sets of subjects: operator overrides that always win
+  over any decision (a gateway checks them first).
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class RedisDecisions:
                     "subject": d.subject,
                     "action": d.action,
                     "score": str(d.score),
+                    "detector": d.detector,
                     "expires_at": str(d.expires_at),
                     "mode": d.mode,
                 },
