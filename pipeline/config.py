@@ -44,7 +44,17 @@ class Settings(BaseSettings):
     ingest_token: SecretStr = Field(
         SecretStr(""), description="Bearer token senders must present; empty refuses every sender"
     )
+    ingest_hmac_secret: SecretStr = Field(
+        SecretStr(""), description="Secret for X-Gatewatch-Signature HMAC-signed bodies"
+    )
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    max_entries_per_request: int = Field(10_000, gt=0, description="413 above this many entries")
+    source_rate_limit: float = Field(
+        200_000, ge=0, description="Entries/s one source address may send (0 = unlimited)"
+    )
+    source_burst: float = Field(400_000, gt=0, description="Entries one source may send at once")
+    dedupe_window_s: float = Field(300, ge=0, description="Remember request ids this long")
+    dedupe_max_ids: int = Field(200_000, ge=0, description="...and at most this many")
     envelope_max_events: int = Field(500, gt=0, description="Flush an envelope at this many events")
     envelope_linger_ms: int = Field(20, ge=0, description="Flush an envelope after this long")
     kafka_timeout_s: float = Field(10.0, gt=0, description="Answer 503 when Kafka takes longer")

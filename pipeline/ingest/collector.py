@@ -4,7 +4,10 @@ Answers (what Kong's http-log does with them):
 - 200 `{"accepted", "rejected", "reasons"}` once every good entry is on Kafka and every bad one is
   on the dead-letter topic. A batch with bad entries is still a 2xx: Kong retries any non-2xx for
   up to 60 s while its queue stalls, so refusing the batch would lose the good entries' neighbours.
-- 401 without the bearer token, 413 over the body limit: the only requests refused outright.
+- 401 without the bearer token or a valid HMAC signature, 413 over the body or entry limit, 429
+  (with Retry-After) over the source's rate: the only requests refused outright.
+- Entries whose `request.id` is already on Kafka (Kong retrying after a timeout) are dropped and
+  counted as duplicates.
 - 503 (with Retry-After) when Kafka does not confirm in time, so Kong retries the batch.
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
+import math
 from collections.abc import AsyncIterator
 
 import structlog
@@ -21,6 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pipeline.config import Settings
+from pipeline.events import GatewayEvent, Reject
+from pipeline.ingest.guards import Deduplicator, SenderAuth, SourceRateLimiter
 from pipeline.ingest.kong import KongParser
 from pipeline.ingest.redaction import Redactor
 from pipeline.kafka import (
@@ -36,6 +41,7 @@ __all__ = ["CollectorMetrics", "collector_app", "create_collector_app", "serve_c
 log = structlog.get_logger(__name__)
 
 KONG_PATHS = ("/v1/ingest/kong", "/kong")
+SOURCE = "kong"
 
 
 class CollectorMetrics:
@@ -62,12 +68,33 @@ class CollectorMetrics:
         self.bytes = Counter(
             "gatewatch_ingest_bytes_total", "Body bytes received", ["source"], registry=registry
         )
+        self.unauthorized = Counter(
+            "gatewatch_ingest_unauthorized_total",
+            "Requests refused for missing or wrong credentials",
+            ["source", "reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "gatewatch_ingest_duplicates_total",
+            "Entries dropped as retries of entries already on Kafka",
+            ["source"],
+            registry=registry,
+        )
         self.latency = Histogram(
             "gatewatch_ingest_request_seconds",
             "Time to answer an ingest request",
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
         )
+
+    def count(self, source: str, *, accepted: int, duplicates: int, rejects: list[Reject]) -> None:
+        self.events.labels(source, "accepted").inc(accepted)
+        if duplicates:
+            self.duplicates.labels(source).inc(duplicates)
+        if rejects:
+            self.events.labels(source, "rejected").inc(len(rejects))
+            for reject in rejects:
+                self.rejects.labels(source, _reason_label(reject.reason)).inc()
 
 
 def _reason_label(reason: str) -> str:
@@ -81,17 +108,15 @@ def create_collector_app(
     parser: KongParser,
     producer: EnvelopeProducer,
     dead_letters: DeadLetters,
-    token: str,
-    max_body_bytes: int,
+    auth: SenderAuth,
     metrics: CollectorMetrics,
+    max_body_bytes: int,
+    max_entries: int = 10_000,
+    rate_limiter: SourceRateLimiter | None = None,
+    deduplicator: Deduplicator | None = None,
 ) -> web.Application:
-    if not token:
-        log.warning("collector.no_token", detail="every ingest request will be refused with 401")
-    expected = f"Bearer {token}".encode()
-
-    def authorized(request: web.Request) -> bool:
-        given = request.headers.get("Authorization", "").encode()
-        return bool(token) and hmac.compare_digest(given, expected)
+    if not auth.configured:
+        log.warning("collector.no_credentials", detail="every ingest request will be refused")
 
     async def ingest_kong(request: web.Request) -> web.Response:
         with metrics.latency.time():
@@ -101,33 +126,45 @@ def create_collector_app(
 
     async def _ingest_kong(request: web.Request) -> web.Response:
         peer = request.remote or ""
-        if not authorized(request):
-            log.info("collector.unauthorized", peer=peer)
-            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        # A bearer token is checked before the body is read; a signature needs the body.
+        if "Authorization" in request.headers and (reason := auth.check(request.headers, b"")):
+            return _unauthorized(peer, reason)
         if request.content_length is not None and request.content_length > max_body_bytes:
-            return _too_large(max_body_bytes)
+            return _too_large(f"body larger than {max_body_bytes} bytes")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _too_large(max_body_bytes)
-        metrics.bytes.labels("kong").inc(len(body))
+            return _too_large(f"body larger than {max_body_bytes} bytes")
+        if "Authorization" not in request.headers and (reason := auth.check(request.headers, body)):
+            return _unauthorized(peer, reason)
+        metrics.bytes.labels(SOURCE).inc(len(body))
 
         result = parser.parse_body(body)
+        entries = len(result.events) + len(result.rejects)
+        if entries > max_entries:
+            return _too_large(f"{entries} entries in one request, limit {max_entries}")
+        if rate_limiter is not None and (wait := rate_limiter.take(peer, entries)):
+            log.info("collector.rate_limited", peer=peer, entries=entries, retry_in_s=wait)
+            return web.json_response(
+                {"error": "source over its rate limit, retry later"},
+                status=429,
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        events, duplicates = _drop_duplicates(result.events, deduplicator)
         try:
-            await producer.submit(result.events)
+            await producer.submit(events)
             await dead_letters.send(result.rejects, origin=peer)
         except KafkaUnavailable as exc:
-            log.warning("collector.kafka_unavailable", error=str(exc), events=len(result.events))
+            log.warning("collector.kafka_unavailable", error=str(exc), events=len(events))
             return web.json_response(
                 {"error": "event store unavailable, retry later"},
                 status=503,
                 headers={"Retry-After": "5"},
             )
-        metrics.events.labels("kong", "accepted").inc(len(result.events))
+        if deduplicator is not None:
+            deduplicator.remember(e.request_id for e in events if e.request_id)
+        metrics.count(SOURCE, accepted=len(events), duplicates=duplicates, rejects=result.rejects)
         if result.rejects:
-            metrics.events.labels("kong", "rejected").inc(len(result.rejects))
-            for reject in result.rejects:
-                metrics.rejects.labels("kong", _reason_label(reject.reason)).inc()
             log.info(
                 "collector.rejected",
                 peer=peer,
@@ -136,11 +173,17 @@ def create_collector_app(
             )
         return web.json_response(
             {
-                "accepted": len(result.events),
+                "accepted": len(events),
                 "rejected": len(result.rejects),
+                "duplicates": duplicates,
                 "reasons": sorted({r.reason for r in result.rejects})[:10],
             }
         )
+
+    def _unauthorized(peer: str, reason: str) -> web.Response:
+        metrics.unauthorized.labels(SOURCE, reason).inc()
+        log.info("collector.unauthorized", peer=peer, reason=reason)
+        return web.json_response({"error": "unauthenticated sender"}, status=401)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -159,8 +202,26 @@ def create_collector_app(
     return app
 
 
-def _too_large(limit: int) -> web.Response:
-    return web.json_response({"error": f"body larger than {limit} bytes"}, status=413)
+def _drop_duplicates(
+    events: list[GatewayEvent], deduplicator: Deduplicator | None
+) -> tuple[list[GatewayEvent], int]:
+    """Events whose request id was not seen yet (on Kafka already, or earlier in this batch)."""
+    if deduplicator is None:
+        return events, 0
+    fresh: list[GatewayEvent] = []
+    batch_ids: set[str] = set()
+    for event in events:
+        rid = event.request_id
+        if rid is not None:
+            if rid in batch_ids or not deduplicator.is_new(rid):
+                continue
+            batch_ids.add(rid)
+        fresh.append(event)
+    return fresh, len(events) - len(fresh)
+
+
+def _too_large(reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=413)
 
 
 @contextlib.asynccontextmanager
@@ -184,9 +245,15 @@ async def collector_app(settings: Settings) -> AsyncIterator[web.Application]:
             parser=KongParser(Redactor(settings.redaction_key.get_secret_value().encode())),
             producer=producer,
             dead_letters=DeadLetters(kafka, settings.topics.dlq, settings.kafka_timeout_s),
-            token=settings.ingest_token.get_secret_value(),
-            max_body_bytes=settings.max_body_bytes,
+            auth=SenderAuth(
+                token=settings.ingest_token.get_secret_value(),
+                hmac_secret=settings.ingest_hmac_secret.get_secret_value().encode(),
+            ),
             metrics=CollectorMetrics(CollectorRegistry()),
+            max_body_bytes=settings.max_body_bytes,
+            max_entries=settings.max_entries_per_request,
+            rate_limiter=SourceRateLimiter(settings.source_rate_limit, settings.source_burst),
+            deduplicator=Deduplicator(settings.dedupe_window_s, settings.dedupe_max_ids),
         )
     finally:
         if producer is not None:

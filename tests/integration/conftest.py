@@ -60,6 +60,7 @@ def settings(services: Services) -> Settings:
         ),
         partitions=2,
         ingest_token="test-ingest-token",
+        ingest_hmac_secret="test-hmac-secret",
         decision_api_token="test-api-token",
         redaction_key="test-redaction-key",
         mode="enforce",

@@ -1,0 +1,128 @@
+"""Sender authentication, per-source rate limits and retry deduplication in the collector."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+
+from pipeline.events import GatewayEvent, Reject
+from pipeline.ingest.collector import CollectorMetrics, create_collector_app
+from pipeline.ingest.guards import Deduplicator, SenderAuth, SourceRateLimiter
+from pipeline.ingest.kong import KongParser
+from pipeline.ingest.redaction import Redactor
+from pipeline.kafka import KafkaUnavailable
+
+KONG_38 = Path(__file__).parent.parent / "fixtures" / "kong" / "kong-3.8-docs-200.json"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FlakyProducer:
+    """Stands in for EnvelopeProducer: fails while `down`, records what it accepted."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.accepted: list[GatewayEvent] = []
+
+    async def submit(self, events: list[GatewayEvent]) -> None:
+        if self.down:
+            raise KafkaUnavailable("broker down")
+        self.accepted.extend(events)
+
+
+class NoDeadLetters:
+    async def send(self, rejects: list[Reject], *, origin: str = "") -> None:
+        assert not rejects
+
+
+def test_bearer_token_must_match_exactly() -> None:
+    auth = SenderAuth(token="secret")
+    assert auth.check({"Authorization": "Bearer secret"}, b"") is None
+    assert auth.check({"Authorization": "Bearer secret2"}, b"") == "bad token"
+    assert auth.check({"Authorization": "bearer secret"}, b"") == "bad token"
+    assert not SenderAuth().configured
+    assert SenderAuth().check({"Authorization": "Bearer "}, b"") == "bad token"
+
+
+def test_signature_covers_timestamp_and_body() -> None:
+    clock = Clock()
+    auth = SenderAuth(hmac_secret=b"k", max_skew_s=60, clock=clock)
+    body = b'{"a":1}'
+    sig = SenderAuth.sign(b"k", body, 1000)
+    headers = {"X-Gatewatch-Timestamp": "1000", "X-Gatewatch-Signature": sig}
+    assert auth.check(headers, body) is None
+    assert auth.check({**headers, "X-Gatewatch-Timestamp": "1001"}, body) == "bad signature"
+    assert auth.check({**headers, "X-Gatewatch-Timestamp": "\uff11\uff10\uff10\uff10"}, body) == "bad timestamp"
+    clock.now = 1061
+    assert auth.check(headers, body) == "stale timestamp"
+    assert SenderAuth(hmac_secret=b"other", clock=Clock()).check(headers, body) == "bad signature"
+
+
+def test_rate_limiter_refills_and_forgets_the_oldest_sources() -> None:
+    clock = Clock()
+    limiter = SourceRateLimiter(rate=100, burst=100, max_sources=2, clock=clock)
+    assert limiter.take("a", 100) == 0.0
+    assert limiter.take("a", 50) == pytest.approx(0.5)
+    clock.now += 0.5
+    assert limiter.take("a", 50) == 0.0
+    limiter.take("b", 1)
+    limiter.take("c", 1)  # "a" is forgotten: bounded memory under many sources
+    assert limiter.take("a", 100) == 0.0
+    assert SourceRateLimiter(rate=0, burst=1).take("x", 10**9) == 0.0
+
+
+def test_deduplicator_window_expires() -> None:
+    clock = Clock()
+    dedupe = Deduplicator(window_s=10, max_ids=100, clock=clock)
+    dedupe.remember(["r1"])
+    assert not dedupe.is_new("r1")
+    clock.now += 11
+    assert dedupe.is_new("r1")
+    dedupe.remember(["r2"])  # also prunes r1
+    assert len(dedupe._seen) == 1
+
+
+@pytest.fixture
+async def client_and_producer():
+    producer = FlakyProducer()
+    app = create_collector_app(
+        parser=KongParser(Redactor(b"k")),
+        producer=producer,  # type: ignore[arg-type]
+        dead_letters=NoDeadLetters(),  # type: ignore[arg-type]
+        auth=SenderAuth(token="t"),
+        metrics=CollectorMetrics(CollectorRegistry()),
+        max_body_bytes=1 << 20,
+        deduplicator=Deduplicator(window_s=300, max_ids=1000),
+    )
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    yield client, producer
+    await client.close()
+
+
+async def test_a_batch_refused_with_503_is_not_remembered(client_and_producer) -> None:
+    client, producer = client_and_producer
+    entry = json.loads(KONG_38.read_text())
+    body = json.dumps([entry, entry])  # the same request id twice in one batch
+    headers = {"Authorization": "Bearer t"}
+
+    producer.down = True
+    resp = await client.post("/kong", data=body, headers=headers)
+    assert resp.status == 503
+
+    producer.down = False
+    resp = await client.post("/kong", data=body, headers=headers)
+    assert await resp.json() == {"accepted": 1, "rejected": 0, "duplicates": 1, "reasons": []}
+    resp = await client.post("/kong", data=body, headers=headers)
+    assert (await resp.json())["duplicates"] == 2
+    assert [e.request_id for e in producer.accepted] == ["2f6946328ffc4946b8c9120704a4a155"]
