@@ -62,7 +62,8 @@ def test_signature_covers_timestamp_and_body() -> None:
     headers = {"X-Gatewatch-Timestamp": "1000", "X-Gatewatch-Signature": sig}
     assert auth.check(headers, body) is None
     assert auth.check({**headers, "X-Gatewatch-Timestamp": "1001"}, body) == "bad signature"
-    assert auth.check({**headers, "X-Gatewatch-Timestamp": "\uff11\uff10\uff10\uff10"}, body) == "bad timestamp"
+    fullwidth = "\uff11\uff10\uff10\uff10"  # isdigit() is True, int() would accept it
+    assert auth.check({**headers, "X-Gatewatch-Timestamp": fullwidth}, body) == "bad timestamp"
     clock.now = 1061
     assert auth.check(headers, body) == "stale timestamp"
     assert SenderAuth(hmac_secret=b"other", clock=Clock()).check(headers, body) == "bad signature"
