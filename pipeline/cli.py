@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import orjson
@@ -31,6 +32,41 @@ def collector(
 
     configure_logging()
     _run(serve_collector(Settings(), host, port))
+
+
+@app.command()
+def bridge(
+    group: Annotated[
+        str, typer.Option(help="Consumer group on the raw topic")
+    ] = "gatewatch-bridge",
+) -> None:
+    """Bridge Kong kafka-log's raw topic (GATEWATCH_TOPIC_RAW_KONG) into envelopes."""
+    from pipeline.ingest.bridge import serve_bridge
+
+    configure_logging()
+    _run(serve_bridge(Settings(), group_id=group))
+
+
+@app.command()
+def parse(
+    path: Annotated[str, typer.Argument(help="A file, or - for standard input")],
+    source: Annotated[str, typer.Option(help="Input format")] = "kong",
+) -> None:
+    """Print the normalized events of a log file as JSON lines; rejects go to stderr with reasons.
+
+    Kong input is one http-log body (object or array) or JSON lines (file-log, kafka-log dumps).
+    """
+    from pipeline.ingest.parse import PARSERS, parse_stream
+
+    if source not in PARSERS:
+        raise typer.BadParameter(f"unknown source {source!r}; one of {sorted(PARSERS)}")
+    settings = Settings()
+    data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    accepted, rejected = parse_stream(
+        source, data, settings.redaction_key.get_secret_value().encode(), sys.stdout, sys.stderr
+    )
+    Console(stderr=True).print(f"{accepted} events, {rejected} rejected")
+    raise typer.Exit(1 if rejected and not accepted else 0)
 
 
 @app.command()

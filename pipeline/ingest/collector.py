@@ -24,17 +24,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pipeline.config import Settings
-from pipeline.events import GatewayEvent, Reject
+from pipeline.events import Reject
 from pipeline.ingest.guards import Deduplicator, SenderAuth, SourceRateLimiter
 from pipeline.ingest.kong import KongParser
-from pipeline.ingest.redaction import Redactor
-from pipeline.kafka import (
-    DeadLetters,
-    EnvelopeProducer,
-    KafkaUnavailable,
-    ensure_topics,
-    make_producer,
-)
+from pipeline.ingest.outputs import ingest_outputs
+from pipeline.kafka import DeadLetters, EnvelopeProducer, KafkaUnavailable
 
 __all__ = ["CollectorMetrics", "collector_app", "create_collector_app", "serve_collector"]
 
@@ -150,7 +144,9 @@ def create_collector_app(
                 status=429,
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
-        events, duplicates = _drop_duplicates(result.events, deduplicator)
+        events, duplicates = (
+            deduplicator.filter(result.events) if deduplicator else (result.events, 0)
+        )
         try:
             await producer.submit(events)
             await dead_letters.send(result.rejects, origin=peer)
@@ -202,24 +198,6 @@ def create_collector_app(
     return app
 
 
-def _drop_duplicates(
-    events: list[GatewayEvent], deduplicator: Deduplicator | None
-) -> tuple[list[GatewayEvent], int]:
-    """Events whose request id was not seen yet (on Kafka already, or earlier in this batch)."""
-    if deduplicator is None:
-        return events, 0
-    fresh: list[GatewayEvent] = []
-    batch_ids: set[str] = set()
-    for event in events:
-        rid = event.request_id
-        if rid is not None:
-            if rid in batch_ids or not deduplicator.is_new(rid):
-                continue
-            batch_ids.add(rid)
-        fresh.append(event)
-    return fresh, len(events) - len(fresh)
-
-
 def _too_large(reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=413)
 
@@ -227,24 +205,11 @@ def _too_large(reason: str) -> web.Response:
 @contextlib.asynccontextmanager
 async def collector_app(settings: Settings) -> AsyncIterator[web.Application]:
     """The collector wired to Kafka per `settings`; the producer lives as long as the context."""
-    await ensure_topics(settings)
-    kafka = make_producer(settings)
-    await kafka.start()
-    producer = None
-    try:
-        partitions = len(await kafka.partitions_for(settings.topics.events))
-        producer = EnvelopeProducer(
-            kafka,
-            settings.topics.events,
-            partitions,
-            max_events=settings.envelope_max_events,
-            linger_ms=settings.envelope_linger_ms,
-            timeout_s=settings.kafka_timeout_s,
-        )
+    async with ingest_outputs(settings) as out:
         yield create_collector_app(
-            parser=KongParser(Redactor(settings.redaction_key.get_secret_value().encode())),
-            producer=producer,
-            dead_letters=DeadLetters(kafka, settings.topics.dlq, settings.kafka_timeout_s),
+            parser=KongParser(out.redactor),
+            producer=out.producer,
+            dead_letters=out.dead_letters,
             auth=SenderAuth(
                 token=settings.ingest_token.get_secret_value(),
                 hmac_secret=settings.ingest_hmac_secret.get_secret_value().encode(),
@@ -253,12 +218,8 @@ async def collector_app(settings: Settings) -> AsyncIterator[web.Application]:
             max_body_bytes=settings.max_body_bytes,
             max_entries=settings.max_entries_per_request,
             rate_limiter=SourceRateLimiter(settings.source_rate_limit, settings.source_burst),
-            deduplicator=Deduplicator(settings.dedupe_window_s, settings.dedupe_max_ids),
+            deduplicator=out.deduplicator,
         )
-    finally:
-        if producer is not None:
-            await producer.close()
-        await kafka.stop()
 
 
 async def serve_collector(settings: Settings, host: str, port: int) -> None:

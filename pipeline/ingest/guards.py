@@ -17,6 +17,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
+from pipeline.events import GatewayEvent
+
 __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
@@ -155,6 +157,20 @@ class Deduplicator:
     def is_new(self, request_id: str) -> bool:
         seen_at = self._seen.get(request_id)
         return seen_at is None or self.clock() - seen_at > self.window_s
+
+    def filter(self, events: list[GatewayEvent]) -> tuple[list[GatewayEvent], int]:
+        """Events whose request id was not seen yet (on Kafka already, or earlier in this
+        batch), and how many were dropped. Events without an id always pass."""
+        fresh: list[GatewayEvent] = []
+        batch_ids: set[str] = set()
+        for event in events:
+            rid = event.request_id
+            if rid is not None:
+                if rid in batch_ids or not self.is_new(rid):
+                    continue
+                batch_ids.add(rid)
+            fresh.append(event)
+        return fresh, len(events) - len(fresh)
 
     def remember(self, request_ids: Iterable[str]) -> None:
         """Call only once the entries are on Kafka: a retry after a 503 must not be dropped."""
