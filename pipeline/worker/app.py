@@ -6,6 +6,8 @@ architecture brief), so per-subject state stays in `WorkerRuntime`, owned by par
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -22,10 +24,14 @@ __all__ = ["create_worker_app"]
 
 
 def create_worker_app(settings: Settings) -> faust.App:
+    # Faust writes a data directory even with in-memory stores; keep it out of the cwd.
+    datadir = Path(tempfile.gettempdir()) / "gatewatch-faust" / settings.worker_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.worker_id,
         broker=",".join(f"kafka://{h}" for h in settings.kafka.split(",")),
         store="memory://",
+        datadir=str(datadir),
         topic_disable_leader=True,
         web_port=settings.web_port,
         consumer_auto_offset_reset="earliest",

@@ -63,11 +63,12 @@ def worker(settings: Settings, tmp_path):
 
 
 async def next_decision(
-    redis: Redis, stream: str, last_id: str, timeout_s: float
+    redis: Redis, stream: str, last_id: str, timeout_s: float, worker: subprocess.Popen
 ) -> tuple[str, dict]:
     """Block on the decision stream (an event, not a sleep) until the next entry arrives."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        assert worker.poll() is None, "the worker exited"
         resp = await redis.xread({stream: last_id}, count=1, block=500)
         for _, entries in resp or []:
             entry_id, fields = entries[0]
@@ -98,7 +99,9 @@ async def test_credential_stuffing_becomes_a_block_decision(
 
     last_id, action = "0-0", ""
     while action != "block":
-        last_id, entry = await next_decision(redis, decisions.stream, last_id, timeout_s=60)
+        last_id, entry = await next_decision(
+            redis, decisions.stream, last_id, timeout_s=60, worker=worker
+        )
         assert entry["subject"] == f"ip:{ATTACKER}", "only the attacker may get a decision"
         action = entry["action"]
 
