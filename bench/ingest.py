@@ -1,0 +1,163 @@
+"""Events per second one collector process accepts from batched Kong http-log POSTs, and the
+response time of those POSTs.
+
+Starts the embedded broker (unless --kafka), one `gatewatch collector` process, and from this
+process POSTs pre-built bodies of 100-1,000 simulated Kong entries with `--concurrency` senders
+for `--seconds`, counting the entries the collector answered as accepted (i.e. acked by Kafka).
+
+    .venv/bin/python bench/ingest.py [--seconds 15] [--concurrency 4] [--json]
+
+Request-id deduplication is configured to remember nothing (GATEWATCH_DEDUPE_MAX_IDS=0), because
+the bodies are replayed; its bookkeeping still runs on every entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+from rich.console import Console
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.demo.traffic import TrafficModel  # noqa: E402
+from pipeline.stack import EmbeddedStack, free_port  # noqa: E402
+
+BATCH_SIZES = (100, 250, 500, 1000)
+
+
+def build_bodies(entries_wanted: int, seed: int) -> list[tuple[int, bytes]]:
+    model = TrafficModel(seed=seed, consumers=600, browsers=1000, nats=6)
+    rng = random.Random(seed)
+    entries: list[dict[str, object]] = []
+    now_ms = 1_700_000_000_000
+    while len(entries) < entries_wanted:
+        now_ms += 100
+        entries.extend(model.tick(now_ms, 0.1))
+    bodies = []
+    i = 0
+    while i < len(entries):
+        n = rng.choice(BATCH_SIZES)
+        chunk = entries[i : i + n]
+        bodies.append((len(chunk), orjson.dumps(chunk)))
+        i += n
+    return bodies
+
+
+async def sender(
+    http: aiohttp.ClientSession,
+    url: str,
+    bodies: list[tuple[int, bytes]],
+    start_at: int,
+    stop_at: float,
+    latencies: list[float],
+    counts: dict[str, int],
+) -> None:
+    i = start_at
+    while time.monotonic() < stop_at:
+        n, body = bodies[i % len(bodies)]
+        i += 1
+        t0 = time.perf_counter()
+        async with http.post(url, data=body) as resp:
+            answer = await resp.json()
+        latencies.append((time.perf_counter() - t0) * 1000)
+        if resp.status == 200:
+            counts["accepted"] += answer["accepted"]
+            counts["posts"] += 1
+        else:
+            counts["failed_posts"] += 1
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--entries", type=int, default=200_000, help="distinct entries to replay")
+    ap.add_argument("--kafka")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    console = Console(stderr=True)
+
+    with console.status("building Kong bodies"):
+        bodies = build_bodies(args.entries, seed=5)
+    stack = None if args.kafka else EmbeddedStack().start()
+    kafka = args.kafka or (stack.kafka if stack else "")
+    port, token = free_port(), secrets.token_hex(16)
+    env = os.environ | {
+        "GATEWATCH_KAFKA": kafka,
+        "GATEWATCH_INGEST_TOKEN": token,
+        "GATEWATCH_DEDUPE_MAX_IDS": "0",
+        "GATEWATCH_TOPIC_EVENTS": f"bench-ingest-{secrets.token_hex(3)}.events",
+    }
+    collector = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "collector", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    latencies: list[float] = []
+    counts = {"accepted": 0, "posts": 0, "failed_posts": 0}
+    try:
+        url = f"http://127.0.0.1:{port}/v1/ingest/kong"
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        connector = aiohttp.TCPConnector(limit=args.concurrency)
+        async with aiohttp.ClientSession(headers=headers, connector=connector) as http:
+            deadline = time.monotonic() + 60
+            while True:  # the collector is up once it answers
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    if time.monotonic() > deadline or collector.poll() is not None:
+                        raise
+                await asyncio.sleep(0.1)
+            # Warm up (topic metadata, first envelopes), then measure.
+            await sender(http, url, bodies, 0, time.monotonic() + 2, [], dict(counts))
+            with console.status(f"posting for {args.seconds:.0f} s"):
+                start = time.monotonic()
+                stop_at = start + args.seconds
+                await asyncio.gather(
+                    *(
+                        sender(http, url, bodies, k * 97, stop_at, latencies, counts)
+                        for k in range(args.concurrency)
+                    )
+                )
+                elapsed = time.monotonic() - start
+    finally:
+        collector.terminate()
+        collector.wait(timeout=30)
+        if stack:
+            stack.stop()
+
+    latencies.sort()
+    result = {
+        "events_per_s": round(counts["accepted"] / elapsed, 1),
+        "posts": counts["posts"],
+        "failed_posts": counts["failed_posts"],
+        "mean_entries_per_post": round(statistics.mean(n for n, _ in bodies), 1),
+        "concurrency": args.concurrency,
+        "p50_ms": round(latencies[len(latencies) // 2], 2),
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2),
+    }
+    if args.json:
+        print(orjson.dumps(result).decode())
+    else:
+        for key, value in result.items():
+            console.print(f"{key:>22}: {value:,}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
