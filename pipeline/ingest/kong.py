@@ -160,7 +160,7 @@ class KongParser:
             node=_text(entry.get("node")) or None,
             service=_text(service.get("name") or service.get("id")) or None,
             consumer=_text(consumer.get("id") or entity.get("consumer_id")) or None,
-            credential=self._credential(headers, query_secret, entity),
+            credential=self._credential(headers, query_secret, entity, entry.get("credential_id")),
             client_ip=client_ip,
             method=method.upper(),
             path=path,
@@ -224,7 +224,11 @@ class KongParser:
         return query, pii, secret
 
     def _credential(
-        self, headers: dict[str, Any], query_secret: str | None, entity: dict[str, Any]
+        self,
+        headers: dict[str, Any],
+        query_secret: str | None,
+        entity: dict[str, Any],
+        custom_credential_id: Any,
     ) -> str | None:
         for name in ("apikey", "x-api-key"):
             value = _text(headers.get(name))
@@ -236,9 +240,12 @@ class KongParser:
         if auth and auth != "REDACTED":
             return self.redactor.fingerprint(auth)
         # Kong's authenticated_entity is the credential row itself: stable per credential.
-        if entity.get("id"):
-            return self.redactor.fingerprint("kong-credential:" + _text(entity["id"]))
-        return None
+        # Kong's authenticated_entity is the credential row itself (our example config also adds
+        # it as the custom field credential_id): stable per credential, whatever Kong redacted.
+        credential_id = _text(entity.get("id") or custom_credential_id)
+        return (
+            self.redactor.fingerprint("kong-credential:" + credential_id) if credential_id else None
+        )
 
     @staticmethod
     def _attributes(entry: dict[str, Any]) -> dict[str, Any]:

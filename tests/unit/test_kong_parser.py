@@ -335,3 +335,11 @@ def test_accepted_events_always_fit_an_envelope(
     assert len(result.events) + len(result.rejects) == 1
     # The collector hands accepted events to msgpack: one out of range poisons the whole envelope.
     assert envelopes.decode(envelopes.encode(result.events)) is not None
+
+
+def test_credential_id_custom_field_identifies_the_key(parser: KongParser) -> None:
+    entry = kong_entry("3.8")
+    entry["credential_id"] = "5a1d0c1e-credential"
+    event = parser.parse_entry(entry)
+    assert event.credential == parser.redactor.fingerprint("kong-credential:5a1d0c1e-credential")
+    assert "credential_id" in event.attributes  # kept as sent, it is an id, not a secret
