@@ -1,7 +1,7 @@
 """`GatewayEvent`: one API request as seen by any gateway, after redaction.
 
-The model is flat on purpose: it travels in msgpack envelopes thousands of times a second, and a
-worker rebuilds it with `model_construct` (no re-validation) from the dict the collector validated.
+The model is flat on purpose: it travels in msgpack envelopes thousands of times a second as its
+plain field dict, and a worker validates a whole envelope's list in one pydantic-core call.
 """
 
 from __future__ import annotations

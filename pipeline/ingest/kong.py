@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from pipeline.events import GatewayEvent, Reject
 from pipeline.ingest.normalize import ParseError, as_int, ascii_ints, route_template
@@ -85,6 +86,8 @@ def _upstream_status(value: Any) -> int | None:
         return value
     if not isinstance(value, str):
         return None
+    if len(value) == 3 and value.isascii() and value.isdigit():
+        return int(value)  # the common case: one try
     codes = [n for n in ascii_ints(value[:256]) if n < 1000]
     return codes[-1] if codes else None
 
@@ -115,6 +118,10 @@ class KongParser:
             result.events.append(self.parse_entry(entry))
         except ParseError as exc:
             result.rejects.append(self._reject(str(exc), self._redacted_raw(entry)))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            result.rejects.append(self._reject(f"{where}: {err['msg']}", self._redacted_raw(entry)))
 
     def parse_entry(self, entry: dict[str, Any]) -> GatewayEvent:
         request = _obj(entry, "request", required=True)
@@ -149,9 +156,7 @@ class KongParser:
         proxy_latency = latencies.get("proxy")
         started_at = entry.get("started_at")
 
-        # Every field below is built by a typed helper (_text, as_int, ...) from checked input, so
-        # the model is constructed without re-validation: that was a fifth of the collector's CPU.
-        return GatewayEvent.model_construct(
+        return GatewayEvent(
             request_id=_text(request.get("id"))
             or _text(response_headers.get("x-kong-request-id"))
             or None,
@@ -250,9 +255,10 @@ class KongParser:
     @staticmethod
     def _attributes(entry: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key, value in entry.items():
-            if key in KNOWN_KEYS or len(out) >= MAX_ATTRIBUTES:
-                continue
+        for key in entry.keys() - KNOWN_KEYS:
+            if len(out) >= MAX_ATTRIBUTES:
+                break
+            value = entry[key]
             if isinstance(value, str):
                 out[key] = value[:MAX_ATTRIBUTE_CHARS]
             elif isinstance(value, int | float | bool) or value is None:
