@@ -202,6 +202,7 @@ def _print_summary(console: Console, result: object) -> None:
             f"[red]blocked[/] after {ttb:.2f} s" if ttb is not None else "[yellow]NOT blocked[/]"
         )
         table.add_row(f"attack {subject}", verdict)
+    table.add_row("benign subjects tagged/challenged", str(len(data["benign_flagged"])))
     table.add_row(
         "false blocks",
         str(data["false_blocks"])

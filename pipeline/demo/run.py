@@ -58,6 +58,8 @@ class DemoResult:
     blocked_subjects: list[str] = field(default_factory=list)
     false_blocks: int = 0
     false_blocked_subjects: list[str] = field(default_factory=list)
+    # Benign subjects that got a milder action (tag or challenge): near-misses worth watching.
+    benign_flagged: dict[str, str] = field(default_factory=dict)
     time_to_block_s: dict[str, float] = field(default_factory=dict)
     throughput_eps: float = 0.0
     duration_s: float = 0.0
@@ -204,6 +206,11 @@ async def _play(
     result.blocked_subjects = blocked
     result.false_blocked_subjects = [s for s in blocked if s not in attributable]
     result.false_blocks = len(result.false_blocked_subjects)
+    result.benign_flagged = {
+        s: action
+        for s, (action, _, _) in sorted(live.decisions.items())
+        if action in ("tag", "challenge") and s not in attributable
+    }
     if live.attack_started is not None:
         result.time_to_block_s = {
             s: round(t - live.attack_started, 3) for s, t in live.blocked_at.items()

@@ -75,7 +75,7 @@ class Actor:
 
 
 class TrafficModel:
-    def __init__(self, *, seed: int = 7, consumers: int = 150, browsers: int = 250, nats: int = 3):
+    def __init__(self, *, seed: int = 7, consumers: int = 400, browsers: int = 600, nats: int = 4):
         self.rng = random.Random(seed)
         self.actors: list[Actor] = []
         for i in range(consumers):
