@@ -7,6 +7,8 @@ people, scripts and integrations that can afford a network round trip.
 from __future__ import annotations
 
 import hmac
+import re
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -17,6 +19,9 @@ from pipeline.decisions import RedisDecisions
 __all__ = ["create_decision_app"]
 
 log = structlog.get_logger(__name__)
+OPENAPI = Path(__file__).with_name("openapi.yaml")
+# Same rule as the OpenAPI document: a known kind, then printable ASCII without spaces.
+SUBJECT = re.compile(r"^(consumer|key|ip):[\x21-\x7e]{1,256}$")
 
 
 def create_decision_app(decisions: RedisDecisions, *, token: str) -> web.Application:
@@ -29,7 +34,7 @@ def create_decision_app(decisions: RedisDecisions, *, token: str) -> web.Applica
         if not token or not hmac.compare_digest(given, expected):
             return web.json_response({"error": "missing or wrong bearer token"}, status=401)
         subject = request.match_info["subject"]
-        if ":" not in subject:
+        if not SUBJECT.match(subject):
             return web.json_response(
                 {"error": "subject must look like consumer:<id>, key:<hash> or ip:<addr>"},
                 status=400,
@@ -48,7 +53,13 @@ def create_decision_app(decisions: RedisDecisions, *, token: str) -> web.Applica
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def openapi(_: web.Request) -> web.Response:
+        return web.Response(body=OPENAPI.read_bytes(), content_type="application/yaml")
+
     app = web.Application()
-    app.router.add_get("/v1/decisions/{subject}", get_decision)
+    # Any character, "/" and newlines included, so that a range subject (ip:10.0.0.0/24) is one
+    # parameter and anything malformed gets the documented 400 rather than a routing 404.
+    app.router.add_get(r"/v1/decisions/{subject:[\s\S]*}", get_decision)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/openapi.yaml", openapi)
     return app
