@@ -151,6 +151,38 @@ def decision(
     console.print(table)
 
 
+@app.command("push-apigee")
+def push_apigee() -> None:
+    """Push decision changes from Redis to the Apigee decision-ingest proxy (PopulateCache)."""
+    import aiohttp
+
+    from pipeline.decisions import RedisDecisions
+    from sinks.apigee import ApigeeDecisionPusher
+
+    configure_logging()
+    settings = Settings()
+    if not settings.apigee_ingest_url:
+        raise typer.BadParameter("set GATEWATCH_APIGEE_INGEST_URL")
+
+    async def push() -> None:
+        redis = Redis.from_url(settings.redis_url.get_secret_value())
+        decisions = RedisDecisions(redis, settings.redis_prefix)
+        try:
+            async with aiohttp.ClientSession() as http:
+                await ApigeeDecisionPusher(
+                    redis,
+                    http,
+                    url=settings.apigee_ingest_url,
+                    token=settings.apigee_ingest_token.get_secret_value(),
+                    stream=decisions.stream,
+                    cursor_key=f"{settings.redis_prefix}sink:apigee",
+                ).run()
+        finally:
+            await redis.aclose()
+
+    _run(push())
+
+
 @app.command()
 def topics() -> None:
     """Create gatewatch's Kafka topics if they are missing."""

@@ -75,6 +75,13 @@ class Settings(BaseSettings):
         500_000, gt=0, description="Subjects kept in one worker's memory before the oldest go"
     )
 
+    # Apigee enforcement: where `gatewatch push-apigee` sends decision changes.
+    apigee_ingest_url: str = Field(
+        "",
+        description="The gatewatch decision-ingest proxy, e.g. https://org-env.apigee.net/gatewatch/decisions",
+    )
+    apigee_ingest_token: SecretStr = Field(SecretStr(""), description="Bearer token it expects")
+
     # Worker
     worker_id: str = "gatewatch-worker"
     web_port: int = Field(6066, gt=0, lt=65536, description="Faust's web port; one per worker")
