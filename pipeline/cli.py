@@ -35,6 +35,55 @@ def collector(
 
 
 @app.command()
+def syslog(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    tcp_port: Annotated[
+        int | None, typer.Option(help="Plain TCP port (5140 if none given)")
+    ] = None,
+    udp_port: Annotated[int | None, typer.Option(help="UDP port (lossy: prefer TCP)")] = None,
+    tls_port: Annotated[
+        int | None, typer.Option(help="TLS port (GATEWATCH_SYSLOG_TLS_CERT and _KEY)")
+    ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(help="Allowed source network, repeatable (default GATEWATCH_SYSLOG_ALLOW)"),
+    ] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics on this port")] = None,
+) -> None:
+    """Receive Apigee MessageLogging over syslog (TCP, TLS, UDP); put it on Kafka as envelopes."""
+    from pipeline.ingest.syslog import serve_syslog, tls_server_context
+
+    configure_logging()
+    settings = Settings()
+    if tcp_port is None and udp_port is None and tls_port is None:
+        tcp_port = 5140
+    tls = None
+    if tls_port is not None:
+        if not (settings.syslog_tls_cert and settings.syslog_tls_key):
+            raise typer.BadParameter("--tls-port needs GATEWATCH_SYSLOG_TLS_CERT and _KEY")
+        tls = tls_server_context(
+            settings.syslog_tls_cert,
+            settings.syslog_tls_key,
+            cafile=settings.syslog_tls_client_ca,
+            require_client_cert=settings.syslog_tls_require_client_cert,
+        )
+    _run(
+        serve_syslog(
+            settings,
+            host=host,
+            allow=allow or settings.syslog_allow,
+            tcp_port=tcp_port,
+            udp_port=udp_port,
+            tls_port=tls_port,
+            tls=tls,
+            max_frame_bytes=settings.syslog_max_frame_bytes,
+            max_connections=settings.syslog_max_connections,
+            metrics_port=metrics_port,
+        )
+    )
+
+
+@app.command()
 def bridge(
     group: Annotated[
         str, typer.Option(help="Consumer group on the raw topic")

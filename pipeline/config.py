@@ -75,6 +75,25 @@ class Settings(BaseSettings):
         500_000, gt=0, description="Subjects kept in one worker's memory before the oldest go"
     )
 
+    # Syslog receiver (Apigee MessageLogging): `gatewatch syslog`
+    syslog_allow: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="Source networks allowed to send syslog (a JSON list in the environment); "
+        "empty refuses every sender",
+    )
+    syslog_max_frame_bytes: int = Field(
+        64 * 1024, gt=0, description="Largest syslog message; larger ones go to the DLQ"
+    )
+    syslog_max_connections: int = Field(512, gt=0, description="Concurrent TCP/TLS senders")
+    syslog_tls_cert: str | None = Field(None, description="PEM certificate of the TLS port")
+    syslog_tls_key: str | None = Field(None, description="PEM private key of the TLS port")
+    syslog_tls_client_ca: str | None = Field(
+        None, description="PEM CA that signs the senders' client certificates"
+    )
+    syslog_tls_require_client_cert: bool = Field(
+        False, description="Refuse TLS senders without a certificate from syslog_tls_client_ca"
+    )
+
     # Apigee enforcement: where `gatewatch push-apigee` sends decision changes.
     apigee_ingest_url: str = Field(
         "",

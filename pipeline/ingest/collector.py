@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
@@ -25,8 +25,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pipeline.config import Settings
 from pipeline.events import Reject
+from pipeline.ingest.apigee import ApigeeParser
 from pipeline.ingest.guards import Deduplicator, SenderAuth, SourceRateLimiter
-from pipeline.ingest.kong import KongParser
+from pipeline.ingest.kong import KongParser, ParseResult
 from pipeline.ingest.outputs import ingest_outputs
 from pipeline.kafka import DeadLetters, EnvelopeProducer, KafkaUnavailable
 
@@ -35,7 +36,9 @@ __all__ = ["CollectorMetrics", "collector_app", "create_collector_app", "serve_c
 log = structlog.get_logger(__name__)
 
 KONG_PATHS = ("/v1/ingest/kong", "/kong")
-SOURCE = "kong"
+# The same JSON the MessageLogging template renders, POSTed by an Apigee callout instead of syslog
+# (one object or an array of them).
+APIGEE_PATHS = ("/v1/ingest/apigee", "/apigee")
 
 
 class CollectorMetrics:
@@ -108,21 +111,29 @@ def create_collector_app(
     max_entries: int = 10_000,
     rate_limiter: SourceRateLimiter | None = None,
     deduplicator: Deduplicator | None = None,
+    apigee_parser: ApigeeParser | None = None,
 ) -> web.Application:
     if not auth.configured:
         log.warning("collector.no_credentials", detail="every ingest request will be refused")
 
-    async def ingest_kong(request: web.Request) -> web.Response:
-        with metrics.latency.time():
-            response = await _ingest_kong(request)
-        metrics.requests.labels(str(response.status)).inc()
-        return response
+    def ingest(
+        source: str, parse: Callable[[bytes], ParseResult]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            with metrics.latency.time():
+                response = await _ingest(request, source, parse)
+            metrics.requests.labels(str(response.status)).inc()
+            return response
 
-    async def _ingest_kong(request: web.Request) -> web.Response:
+        return handler
+
+    async def _ingest(
+        request: web.Request, source: str, parse: Callable[[bytes], ParseResult]
+    ) -> web.Response:
         peer = request.remote or ""
         # A bearer token is checked before the body is read; a signature needs the body.
         if "Authorization" in request.headers and (reason := auth.check(request.headers, b"")):
-            return _unauthorized(peer, reason)
+            return _unauthorized(peer, source, reason)
         if request.content_length is not None and request.content_length > max_body_bytes:
             return _too_large(f"body larger than {max_body_bytes} bytes")
         try:
@@ -130,10 +141,10 @@ def create_collector_app(
         except web.HTTPRequestEntityTooLarge:
             return _too_large(f"body larger than {max_body_bytes} bytes")
         if "Authorization" not in request.headers and (reason := auth.check(request.headers, body)):
-            return _unauthorized(peer, reason)
-        metrics.bytes.labels(SOURCE).inc(len(body))
+            return _unauthorized(peer, source, reason)
+        metrics.bytes.labels(source).inc(len(body))
 
-        result = parser.parse_body(body)
+        result = parse(body)
         entries = len(result.events) + len(result.rejects)
         if entries > max_entries:
             return _too_large(f"{entries} entries in one request, limit {max_entries}")
@@ -159,7 +170,7 @@ def create_collector_app(
             )
         if deduplicator is not None:
             deduplicator.remember(e.request_id for e in events if e.request_id)
-        metrics.count(SOURCE, accepted=len(events), duplicates=duplicates, rejects=result.rejects)
+        metrics.count(source, accepted=len(events), duplicates=duplicates, rejects=result.rejects)
         if result.rejects:
             log.info(
                 "collector.rejected",
@@ -176,8 +187,8 @@ def create_collector_app(
             }
         )
 
-    def _unauthorized(peer: str, reason: str) -> web.Response:
-        metrics.unauthorized.labels(SOURCE, reason).inc()
+    def _unauthorized(peer: str, source: str, reason: str) -> web.Response:
+        metrics.unauthorized.labels(source, reason).inc()
         log.info("collector.unauthorized", peer=peer, reason=reason)
         return web.json_response({"error": "unauthenticated sender"}, status=401)
 
@@ -192,7 +203,10 @@ def create_collector_app(
     # aiohttp enforces the limit itself while reading the body (no unbounded buffering).
     app = web.Application(client_max_size=max_body_bytes)
     for path in KONG_PATHS:
-        app.router.add_post(path, ingest_kong)
+        app.router.add_post(path, ingest("kong", parser.parse_body))
+    if apigee_parser is not None:
+        for path in APIGEE_PATHS:
+            app.router.add_post(path, ingest("apigee", apigee_parser.parse_body))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     return app
@@ -219,6 +233,7 @@ async def collector_app(settings: Settings) -> AsyncIterator[web.Application]:
             max_entries=settings.max_entries_per_request,
             rate_limiter=SourceRateLimiter(settings.source_rate_limit, settings.source_burst),
             deduplicator=out.deduplicator,
+            apigee_parser=ApigeeParser(out.redactor),
         )
 
 

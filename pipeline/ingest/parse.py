@@ -9,8 +9,10 @@ from typing import TextIO
 import orjson
 
 from pipeline.events import GatewayEvent, Reject
+from pipeline.ingest.apigee import ApigeeParser
 from pipeline.ingest.kong import KongParser
 from pipeline.ingest.redaction import Redactor
+from pipeline.ingest.syslog import SyslogError, parse_line
 
 __all__ = ["PARSERS", "parse_stream"]
 
@@ -36,7 +38,39 @@ def _kong(redactor: Redactor, data: bytes) -> tuple[list[GatewayEvent], list[Rej
     return events, rejects
 
 
-PARSERS: dict[str, Parse] = {"kong": _kong}
+def _apigee_json(redactor: Redactor, data: bytes) -> tuple[list[GatewayEvent], list[Reject]]:
+    """MessageLogging JSON as the HTTP endpoint gets it: one object or an array."""
+    result = ApigeeParser(redactor).parse_payload(data)
+    return result.events, result.rejects
+
+
+def _apigee_syslog(redactor: Redactor, data: bytes) -> tuple[list[GatewayEvent], list[Reject]]:
+    """Syslog lines as the receiver gets them (RFC 5424/3164, FormatMessage or bare JSON)."""
+    parser = ApigeeParser(redactor)
+    events: list[GatewayEvent] = []
+    rejects: list[Reject] = []
+    for number, line in enumerate(data.split(b"\n"), 1):
+        try:
+            message = parse_line(line)
+        except SyslogError as exc:
+            line_rejects = [Reject(source="apigee", reason=str(exc), raw=parser.scrub_raw(line))]
+        else:
+            if message is None:
+                continue
+            result = parser.parse_payload(message.payload, host=message.host, ts_ms=message.ts_ms)
+            events.extend(result.events)
+            line_rejects = result.rejects
+        for reject in line_rejects:
+            reject.reason = f"line {number}: {reject.reason}"
+        rejects.extend(line_rejects)
+    return events, rejects
+
+
+PARSERS: dict[str, Parse] = {
+    "kong": _kong,
+    "apigee-json": _apigee_json,
+    "apigee-syslog": _apigee_syslog,
+}
 
 
 def parse_stream(source: str, data: bytes, key: bytes, out: TextIO, err: TextIO) -> tuple[int, int]:

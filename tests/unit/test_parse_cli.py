@@ -35,3 +35,21 @@ def test_a_whole_http_log_body_is_one_document() -> None:
     out, err = io.StringIO(), io.StringIO()
     assert parse_stream("kong", body, b"k", out, err) == (4, 0)
     assert err.getvalue() == ""
+
+
+APIGEE = Path(__file__).parent.parent / "fixtures" / "apigee"
+
+
+def test_apigee_json_and_syslog_sources() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    accepted, rejected = parse_stream(
+        "apigee-json", (APIGEE / "messagelogging-200.json").read_bytes(), b"k", out, err
+    )
+    assert (accepted, rejected) == (1, 0)
+    assert orjson.loads(out.getvalue())["gateway"] == "apigee"
+
+    syslog = (APIGEE / "formatmessage-true.log").read_bytes() + b"\n<14>garbage\n"
+    out, err = io.StringIO(), io.StringIO()
+    accepted, rejected = parse_stream("apigee-syslog", syslog, b"k", out, err)
+    assert accepted >= 1 and rejected == 1
+    assert orjson.loads(err.getvalue().splitlines()[-1])["reason"].startswith("line ")
