@@ -83,6 +83,47 @@ def syslog(
     )
 
 
+@app.command("tcp-log")
+def tcp_log(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port Kong's tcp-log sends to")] = 5170,
+    tls: Annotated[bool, typer.Option(help="TLS (GATEWATCH_SYSLOG_TLS_CERT and _KEY)")] = False,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(help="Allowed source network, repeatable (default GATEWATCH_SYSLOG_ALLOW)"),
+    ] = None,
+) -> None:
+    """Receive Kong tcp-log (one serializer JSON per line, TCP or TLS); put it on Kafka."""
+    from pipeline.ingest.kong import KongParser
+    from pipeline.ingest.syslog import serve_syslog, tls_server_context
+
+    configure_logging()
+    settings = Settings()
+    context = None
+    if tls:
+        if not (settings.syslog_tls_cert and settings.syslog_tls_key):
+            raise typer.BadParameter("--tls needs GATEWATCH_SYSLOG_TLS_CERT and _KEY")
+        context = tls_server_context(
+            settings.syslog_tls_cert,
+            settings.syslog_tls_key,
+            cafile=settings.syslog_tls_client_ca,
+            require_client_cert=settings.syslog_tls_require_client_cert,
+        )
+    _run(
+        serve_syslog(
+            settings,
+            host=host,
+            allow=allow or settings.syslog_allow,
+            tcp_port=None if tls else port,
+            tls_port=port if tls else None,
+            tls=context,
+            max_frame_bytes=settings.syslog_max_frame_bytes,
+            max_connections=settings.syslog_max_connections,
+            parser_factory=KongParser,
+        )
+    )
+
+
 @app.command()
 def bridge(
     group: Annotated[

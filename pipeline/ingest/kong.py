@@ -93,7 +93,9 @@ def _upstream_status(value: Any) -> int | None:
 
 
 class KongParser:
-    """Parses one http-log body (or one kafka-log message) into events and rejects."""
+    """Parses one http-log body (or one kafka-log / tcp-log message) into events and rejects."""
+
+    source = SOURCE
 
     def __init__(self, redactor: Redactor) -> None:
         self.redactor = redactor
@@ -110,6 +112,16 @@ class KongParser:
         for entry in entries:
             self._parse_into(entry, result)
         return result
+
+    def parse_payload(
+        self, payload: bytes, *, host: str | None = None, ts_ms: int | None = None
+    ) -> ParseResult:
+        """One tcp-log line, as the line receiver hands it over (Kong puts no envelope around
+        it, so `host` and `ts_ms` have nothing to add)."""
+        return self.parse_body(payload)
+
+    def scrub_raw(self, raw: bytes) -> bytes:
+        return self.redactor.scrub_raw(raw)
 
     def _parse_into(self, entry: Any, result: ParseResult) -> None:
         try:

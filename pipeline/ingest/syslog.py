@@ -46,6 +46,7 @@ from pipeline.ingest.apigee import ApigeeParser
 from pipeline.ingest.guards import Deduplicator
 from pipeline.ingest.kong import ParseResult
 from pipeline.ingest.outputs import ingest_outputs
+from pipeline.ingest.redaction import Redactor
 from pipeline.kafka import DeadLetters, EnvelopeProducer, KafkaUnavailable
 
 __all__ = [
@@ -730,12 +731,14 @@ async def syslog_receiver(
     max_frame_bytes: int = 64 * 1024,
     max_connections: int = 512,
     metrics: SyslogMetrics | None = None,
+    parser_factory: Callable[[Redactor], PayloadParser] = ApigeeParser,
 ) -> AsyncIterator[SyslogReceiver]:
-    """An Apigee receiver wired to Kafka per `settings`, not listening yet; closed (in-flight
-    batches finished) before the producer is."""
+    """A receiver (Apigee syslog by default; `KongParser` for Kong tcp-log's JSON lines) wired
+    to Kafka per `settings`, not listening yet; closed (in-flight batches finished) before the
+    producer is."""
     async with ingest_outputs(settings) as out:
         receiver = SyslogReceiver(
-            ApigeeParser(out.redactor),
+            parser_factory(out.redactor),
             out.producer,
             out.dead_letters,
             allow=allow,
@@ -762,6 +765,7 @@ async def serve_syslog(
     max_frame_bytes: int = 64 * 1024,
     max_connections: int = 512,
     metrics_port: int | None = None,
+    parser_factory: Callable[[Redactor], PayloadParser] = ApigeeParser,
 ) -> None:
     """Run the receiver on the given ports until cancelled; /metrics on `metrics_port`."""
     if tls_port is not None and tls is None:
@@ -775,6 +779,7 @@ async def serve_syslog(
         max_frame_bytes=max_frame_bytes,
         max_connections=max_connections,
         metrics=SyslogMetrics(registry),
+        parser_factory=parser_factory,
     ) as receiver:
         if tcp_port is not None:
             await receiver.start_tcp(host, tcp_port)
