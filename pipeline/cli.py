@@ -4,6 +4,7 @@ given here override them."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -51,22 +52,13 @@ def syslog(
     metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics on this port")] = None,
 ) -> None:
     """Receive Apigee MessageLogging over syslog (TCP, TLS, UDP); put it on Kafka as envelopes."""
-    from pipeline.ingest.syslog import serve_syslog, tls_server_context
+    from pipeline.ingest.syslog import serve_syslog
 
     configure_logging()
     settings = Settings()
     if tcp_port is None and udp_port is None and tls_port is None:
         tcp_port = 5140
-    tls = None
-    if tls_port is not None:
-        if not (settings.syslog_tls_cert and settings.syslog_tls_key):
-            raise typer.BadParameter("--tls-port needs GATEWATCH_SYSLOG_TLS_CERT and _KEY")
-        tls = tls_server_context(
-            settings.syslog_tls_cert,
-            settings.syslog_tls_key,
-            cafile=settings.syslog_tls_client_ca,
-            require_client_cert=settings.syslog_tls_require_client_cert,
-        )
+    tls = _tls_context(settings) if tls_port is not None else None
     _run(
         serve_syslog(
             settings,
@@ -95,20 +87,11 @@ def tcp_log(
 ) -> None:
     """Receive Kong tcp-log (one serializer JSON per line, TCP or TLS); put it on Kafka."""
     from pipeline.ingest.kong import KongParser
-    from pipeline.ingest.syslog import serve_syslog, tls_server_context
+    from pipeline.ingest.syslog import serve_syslog
 
     configure_logging()
     settings = Settings()
-    context = None
-    if tls:
-        if not (settings.syslog_tls_cert and settings.syslog_tls_key):
-            raise typer.BadParameter("--tls needs GATEWATCH_SYSLOG_TLS_CERT and _KEY")
-        context = tls_server_context(
-            settings.syslog_tls_cert,
-            settings.syslog_tls_key,
-            cafile=settings.syslog_tls_client_ca,
-            require_client_cert=settings.syslog_tls_require_client_cert,
-        )
+    context = _tls_context(settings) if tls else None
     _run(
         serve_syslog(
             settings,
@@ -331,6 +314,20 @@ def _print_summary(console: Console, result: object) -> None:
         + (f" {data['false_blocked_subjects']}" if data["false_blocks"] else ""),
     )
     console.print(table)
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS server context of the line receivers (syslog, tcp-log), from settings."""
+    from pipeline.ingest.syslog import tls_server_context
+
+    if not (settings.syslog_tls_cert and settings.syslog_tls_key):
+        raise typer.BadParameter("TLS needs GATEWATCH_SYSLOG_TLS_CERT and GATEWATCH_SYSLOG_TLS_KEY")
+    return tls_server_context(
+        settings.syslog_tls_cert,
+        settings.syslog_tls_key,
+        cafile=settings.syslog_tls_client_ca,
+        require_client_cert=settings.syslog_tls_require_client_cert,
+    )
 
 
 def _run(coro: object) -> None:

@@ -10,8 +10,6 @@ does not move on.
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 from aiokafka import AIOKafkaConsumer
 
@@ -21,6 +19,7 @@ from pipeline.ingest.guards import Deduplicator
 from pipeline.ingest.kong import KongParser
 from pipeline.ingest.outputs import ingest_outputs
 from pipeline.kafka import DeadLetters, EnvelopeProducer, KafkaUnavailable
+from pipeline.retry import until_done
 
 __all__ = ["RawTopicBridge", "serve_bridge"]
 
@@ -88,16 +87,16 @@ class RawTopicBridge:
         return fresh
 
     async def _deliver(self, events: list[GatewayEvent], rejects: list[Reject]) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                await self.producer.submit(events)
-                await self.dead_letters.send(rejects, origin="kafka-log")
-                break
-            except KafkaUnavailable as exc:
-                log.warning("bridge.kafka_unavailable", error=str(exc), retry_in_s=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
+        async def store() -> None:
+            await self.producer.submit(events)
+            await self.dead_letters.send(rejects, origin="kafka-log")
+
+        await until_done(
+            store,
+            retry_on=KafkaUnavailable,
+            event="bridge.kafka_unavailable",
+            max_backoff_s=MAX_BACKOFF_S,
+        )
         if self.deduplicator is not None:
             self.deduplicator.remember(e.request_id for e in events if e.request_id)
 

@@ -48,6 +48,7 @@ from pipeline.ingest.kong import ParseResult
 from pipeline.ingest.outputs import ingest_outputs
 from pipeline.ingest.redaction import Redactor
 from pipeline.kafka import DeadLetters, EnvelopeProducer, KafkaUnavailable
+from pipeline.retry import until_done
 
 __all__ = [
     "FrameError",
@@ -707,20 +708,15 @@ class SyslogReceiver:
     async def _until_stored(
         self, store: Callable[[], Awaitable[None]], transport: str, count: int
     ) -> None:
-        """Retry `store` until Kafka confirms: what was read from a sender is never dropped."""
-        delay = min(0.1, self.retry_max_s)
-        while True:
-            try:
-                await store()
-                return
-            except KafkaUnavailable as exc:
-                self.metrics.kafka_retries.labels(transport).inc()
-                log.warning(
-                    "syslog.kafka_unavailable", transport=transport, items=count, error=str(exc)
-                )
-                # Backoff pacing for the retry (not synchronisation): the sender waits meanwhile.
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max_s)
+        """Retry `store` until Kafka confirms: what was read from a sender is never dropped
+        (and the sender waits meanwhile)."""
+        await until_done(
+            store,
+            retry_on=KafkaUnavailable,
+            event="syslog.kafka_unavailable",
+            max_backoff_s=self.retry_max_s,
+            on_retry=lambda _: self.metrics.kafka_retries.labels(transport).inc(),
+        )
 
 
 @contextlib.asynccontextmanager

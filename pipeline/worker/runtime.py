@@ -20,6 +20,7 @@ from pipeline import envelopes
 from pipeline.decisions import Decision, RedisDecisions
 from pipeline.events import Reject
 from pipeline.kafka import DeadLetters
+from pipeline.retry import until_done
 from pipeline.worker.processor import Processor, StateStore
 from sinks.kafka import KafkaDecisionSink
 
@@ -108,12 +109,9 @@ class WorkerRuntime(Service):
 
     async def _write(self, decisions: list[Decision], events: int) -> None:
         # Redis down: hold this envelope (and so its offset) until it is back, never skip it.
-        backoff = 0.1
-        while True:
-            try:
-                await self.decisions.write(decisions, events_processed=events)
-                return
-            except (RedisError, OSError) as exc:
-                log.warning("worker.redis_unavailable", error=str(exc), retry_in_s=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
+        await until_done(
+            lambda: self.decisions.write(decisions, events_processed=events),
+            retry_on=(RedisError, OSError),
+            event="worker.redis_unavailable",
+            max_backoff_s=MAX_BACKOFF_S,
+        )
