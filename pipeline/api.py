@@ -20,8 +20,9 @@ __all__ = ["create_decision_app"]
 
 log = structlog.get_logger(__name__)
 OPENAPI = Path(__file__).with_name("openapi.yaml")
-# Same rule as the OpenAPI document: a known kind, then printable ASCII without spaces.
-SUBJECT = re.compile(r"^(consumer|key|ip):[\x21-\x7e]{1,256}$")
+# Same rule as the OpenAPI document: a known kind, then up to 256 characters that are not control
+# characters (consumer ids are app names: spaces and non-ASCII letters happen).
+SUBJECT = re.compile(r"^(consumer|key|ip):[^\x00-\x1f\x7f]{1,256}$")
 
 
 def create_decision_app(decisions: RedisDecisions, *, token: str) -> web.Application:

@@ -2,12 +2,14 @@
 
 Apigee cannot read Redis, so decisions are pushed: this sink follows the Redis decision stream
 (the same one Kong nodes sync from) and POSTs each change to the ingest proxy, which stores it with
-PopulateCache under `gatewatch:<subject>` for the decision's remaining TTL. The enforcement shared
+PopulateCache (cache `gatewatch-decisions`, prefix `gatewatch`, so Apigee's key is
+`gatewatch__<subject>`) for the decision's remaining TTL. The enforcement shared
 flow then answers from that cache (LookupCache) without any call out of Apigee.
 
 The stream position is stored in Redis after each delivered batch, so a restarted sink resumes
-where it stopped; a change the proxy refused is retried with backoff, never skipped (a later
-change for the same subject supersedes it on the Apigee side anyway).
+where it stopped. A change the proxy could not take now (5xx, 401/403/408/429, network) is retried
+with backoff; one it rejects as malformed (any other 4xx) is dropped, counted and logged, since
+retrying it would stall every later change behind it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ __all__ = ["ApigeeDecisionPusher"]
 
 log = structlog.get_logger(__name__)
 MAX_BACKOFF_S = 10.0
+# Client errors that say "not now" (auth being rotated, rate limits, timeouts) rather than "never".
+RETRYABLE_4XX = frozenset({401, 403, 408, 429})
 
 
 class ApigeeDecisionPusher:
@@ -51,6 +55,7 @@ class ApigeeDecisionPusher:
         self._slots = asyncio.Semaphore(concurrency)
         self.pushed = 0
         self.expired = 0
+        self.rejected = 0
 
     async def run(self) -> None:
         """Push changes until cancelled."""
@@ -72,12 +77,14 @@ class ApigeeDecisionPusher:
         now_ms = int(time.time() * 1000)
         live = [c for c in changes if int(c["expires_at"]) > now_ms]
         self.expired += len(changes) - len(live)
-        await asyncio.gather(*(self._deliver(c, now_ms) for c in live))
+        delivered = await asyncio.gather(*(self._deliver(c, now_ms) for c in live))
         await self.redis.set(self.cursor_key, entries[-1][0])
-        self.pushed += len(live)
+        self.pushed += sum(delivered)
+        self.rejected += len(delivered) - sum(delivered)
         return len(entries)
 
-    async def _deliver(self, change: dict[str, str], now_ms: int) -> None:
+    async def _deliver(self, change: dict[str, str], now_ms: int) -> bool:
+        """True once the proxy stored the change; False if it rejected it for good."""
         body: dict[str, Any] = {
             "subject": change["subject"],
             "action": change["action"],
@@ -95,7 +102,15 @@ class ApigeeDecisionPusher:
                         self.url, json=body, headers=self.headers, timeout=self.timeout
                     ) as resp:
                         if 200 <= resp.status < 300:
-                            return
+                            return True
+                        if 400 <= resp.status < 500 and resp.status not in RETRYABLE_4XX:
+                            log.error(
+                                "apigee_sink.rejected",
+                                subject=body["subject"],
+                                status=resp.status,
+                                answer=(await resp.text())[:200],
+                            )
+                            return False
                         reason = f"HTTP {resp.status}"
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     reason = repr(exc)

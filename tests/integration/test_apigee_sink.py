@@ -41,6 +41,8 @@ async def test_changes_reach_the_proxy_with_retries_and_a_durable_cursor(
     async def ingest(request: web.Request) -> web.Response:
         assert request.headers["Authorization"] == "Bearer proxy-token"
         body = await request.json()
+        if body["subject"] == "ip:bad":
+            return web.json_response({"error": "invalid subject"}, status=400)
         if fail_first.get(body["subject"], 0) > 0:
             fail_first[body["subject"]] -= 1
             return web.json_response({"error": "cache busy"}, status=503)
@@ -76,10 +78,17 @@ async def test_changes_reach_the_proxy_with_retries_and_a_durable_cursor(
             assert (first.pushed, first.expired) == (2, 1)
             assert fail_first["ip:203.0.113.5"] == 0  # it was retried until accepted
 
-            # A restarted sink resumes after the cursor: only the new change is pushed.
-            await decisions.write([decision("key:hmac:abc", "block", 600_000)])
+            # A restarted sink resumes after the cursor: only the new changes are pushed, and one
+            # the proxy rejects for good is dropped instead of stalling the ones after it.
+            await decisions.write(
+                [
+                    decision("ip:bad", "block", 600_000),
+                    decision("key:hmac:abc", "block", 600_000),
+                ]
+            )
             second = pusher(http)
-            assert await second.step() == 1
+            assert await second.step() == 2
+            assert (second.pushed, second.rejected) == (1, 1)
             assert await second.step() == 0
     finally:
         await runner.cleanup()

@@ -53,6 +53,8 @@ def lint(apigeelint: Path, bundle: Path, profile: str) -> subprocess.CompletedPr
 
 def test_the_bundles_are_the_ones_we_ship() -> None:
     assert [str(b.relative_to(BUNDLES_ROOT)) for b in BUNDLES] == [
+        "gatewatch-decisions/apiproxy",
+        "gatewatch-enforce/sharedflowbundle",
         "gatewatch-example/apiproxy",
         "gatewatch-logging/sharedflowbundle",
     ]

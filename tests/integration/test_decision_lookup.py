@@ -60,6 +60,11 @@ async def test_api_returns_the_stored_decision(
             unknown = await resp.json()
         async with http.get(f"{api}/v1/decisions/nonsense") as resp:
             assert resp.status == 400
+        async with http.get(f"{api}/v1/decisions/consumer:%0Aevil") as resp:
+            assert resp.status == 400
+        # Apigee consumers are app names: spaces and non-ASCII letters are real subjects.
+        async with http.get(f"{api}/v1/decisions/consumer:Shop%20App%20%C3%A4") as resp:
+            assert (await resp.json())["subject"] == "consumer:Shop App ä"
     assert body["action"] == "block"
     assert body["decision"] == stored.model_dump()
     assert unknown == {"subject": "ip:192.0.2.1", "action": "allow", "decision": None}
