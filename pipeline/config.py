@@ -104,3 +104,6 @@ class Settings(BaseSettings):
     # Worker
     worker_id: str = "gatewatch-worker"
     web_port: int = Field(6066, gt=0, lt=65536, description="Faust's web port; one per worker")
+    fetch_max_wait_ms: int = Field(
+        100, ge=0, le=10_000, description="Longest a worker's fetch waits for new envelopes"
+    )

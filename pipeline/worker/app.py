@@ -19,6 +19,7 @@ from pipeline.decisions import RedisDecisions
 from pipeline.kafka import make_producer
 from pipeline.worker.processor import Processor
 from pipeline.worker.runtime import WorkerRuntime
+from pipeline.worker.transport import GatewatchApp
 
 __all__ = ["create_worker_app"]
 
@@ -27,8 +28,9 @@ def create_worker_app(settings: Settings) -> faust.App:
     # Faust writes a data directory even with in-memory stores; keep it out of the cwd.
     datadir = Path(tempfile.gettempdir()) / "gatewatch-faust" / settings.worker_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = GatewatchApp(
         settings.worker_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=",".join(f"kafka://{h}" for h in settings.kafka.split(",")),
         store="memory://",
         datadir=str(datadir),
