@@ -257,6 +257,45 @@ def push_apigee() -> None:
 
 
 @app.command()
+def override(
+    action: Annotated[str, typer.Argument(help="allow | deny | clear | list")],
+    subject: Annotated[
+        str | None, typer.Argument(help="consumer:<id>, key:<hash>, ip:<addr>")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Operator overrides that gateways apply before any decision (allow wins, deny blocks)."""
+    from pipeline.api import SUBJECT
+    from pipeline.decisions import Overrides
+
+    if action not in ("allow", "deny", "clear", "list"):
+        raise typer.BadParameter("action must be allow, deny, clear or list")
+    if action != "list" and (subject is None or not SUBJECT.match(subject)):
+        raise typer.BadParameter("give a subject: consumer:<id>, key:<hash> or ip:<addr>")
+    settings = Settings()
+
+    async def apply() -> dict[str, list[str]]:
+        redis = Redis.from_url(settings.redis_url.get_secret_value())
+        overrides = Overrides(redis, settings.redis_prefix)
+        try:
+            if action in ("allow", "deny"):
+                await overrides.put(str(subject), action)
+            elif action == "clear":
+                await overrides.clear(str(subject))
+            return await overrides.all()
+        finally:
+            await redis.aclose()
+
+    current = asyncio.run(apply())
+    if as_json:
+        sys.stdout.write(orjson.dumps(current).decode() + "\n")
+        return
+    console = Console()
+    for kind, subjects in current.items():
+        console.print(f"[bold]{kind}[/] ({len(subjects)}): " + ", ".join(subjects))
+
+
+@app.command()
 def topics() -> None:
     """Create gatewatch's Kafka topics if they are missing."""
     from pipeline.kafka import ensure_topics

@@ -112,3 +112,34 @@ async def test_decision_expires_with_its_ttl(redis: Redis, settings: Settings) -
     assert 0 < await redis.pttl(decisions.key("ip:192.0.2.9")) <= 1_500
     entries = await redis.xrange(decisions.stream)
     assert [e[1][b"subject"] for e in entries] == [b"ip:192.0.2.9"]
+
+
+async def _cli(settings: Settings, *args: str) -> tuple[int, bytes]:
+    proc = await asyncio.create_subprocess_exec(
+        *(PYTHON, "-m", "pipeline", *args),
+        env=gatewatch_env(settings),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, stdout
+
+
+async def test_overrides_are_managed_in_the_sets_gateways_read(
+    redis: Redis, settings: Settings
+) -> None:
+    deny_key = f"{settings.redis_prefix}override:deny"
+    allow_key = f"{settings.redis_prefix}override:allow"
+    assert (await _cli(settings, "override", "deny", "ip:203.0.113.66"))[0] == 0
+    assert await redis.sismember(deny_key, "ip:203.0.113.66")
+    # Moving a subject to the other set takes it out of the first: never in both.
+    code, out = await _cli(settings, "override", "allow", "ip:203.0.113.66", "--json")
+    assert code == 0
+    assert orjson.loads(out) == {"allow": ["ip:203.0.113.66"], "deny": []}
+    assert not await redis.sismember(deny_key, "ip:203.0.113.66")
+    code, out = await _cli(settings, "override", "clear", "ip:203.0.113.66", "--json")
+    assert orjson.loads(out) == {"allow": [], "deny": []}
+    assert await redis.scard(allow_key) == 0
+    assert (await _cli(settings, "override", "deny", "not-a-subject"))[0] != 0
