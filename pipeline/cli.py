@@ -158,7 +158,10 @@ def worker(
         settings.web_port = web_port
     asyncio.run(ensure_topics(settings))
     faust_app = create_worker_app(settings)
-    Worker(faust_app, loglevel="warning", quiet=True).execute_from_commandline()
+    faust_worker = Worker(faust_app, loglevel="warning", quiet=True)
+    if not sys.stdout.isatty():
+        faust_worker.spinner = None  # its cursor escape codes would end up in log files
+    faust_worker.execute_from_commandline()
 
 
 @app.command()
