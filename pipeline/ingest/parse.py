@@ -12,7 +12,7 @@ from pipeline.events import GatewayEvent, Reject
 from pipeline.ingest.apigee import ApigeeParser
 from pipeline.ingest.kong import KongParser
 from pipeline.ingest.redaction import Redactor
-from pipeline.ingest.syslog import SyslogError, parse_line
+from pipeline.ingest.syslog_wire import SyslogError, parse_line
 
 __all__ = ["PARSERS", "parse_stream"]
 

@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.ingest.apigee import ApigeeParser
 from pipeline.ingest.redaction import Redactor
-from pipeline.ingest.syslog import parse_line
+from pipeline.ingest.syslog_wire import parse_line
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 POLICY = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.ingest.syslog import FrameError, Framer
+from pipeline.ingest.syslog_wire import FrameError, Framer
 
 A = b'<14>1 - mp Apigee - - - {"a":1}'
 B = b'<13>Nov 22 04:00:42 vm Apigee: {"b": "x y"}'

@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 
 from pipeline.ingest.apigee import ApigeeParser
 from pipeline.ingest.redaction import Redactor
-from pipeline.ingest.syslog import (
+from pipeline.ingest.syslog import SyslogReceiver
+from pipeline.ingest.syslog_wire import (
     MAX_OCTET_DIGITS,
     FrameError,
     Framer,
     SyslogError,
-    SyslogReceiver,
     parse_line,
 )
 from tests.unit.conftest import REDACTION_KEY

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.ingest.syslog import SyslogError, SyslogMessage, parse_line
+from pipeline.ingest.syslog_wire import SyslogError, SyslogMessage, parse_line
 
 JSON = b'{"client.ip":"192.0.2.1"}'
 
