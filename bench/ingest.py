@@ -31,8 +31,9 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.config import Settings, TopicNames, to_environment  # noqa: E402
 from pipeline.demo.traffic import TrafficModel  # noqa: E402
-from pipeline.stack import EmbeddedStack, free_port  # noqa: E402
+from pipeline.stack import EmbeddedStack, free_port, stop_process  # noqa: E402
 
 BATCH_SIZES = (100, 250, 500, 1000)
 
@@ -94,12 +95,13 @@ async def main() -> None:
     stack = None if args.kafka else EmbeddedStack().start()
     kafka = args.kafka or (stack.kafka if stack else "")
     port, token = free_port(), secrets.token_hex(16)
-    env = os.environ | {
-        "GATEWATCH_KAFKA": kafka,
-        "GATEWATCH_INGEST_TOKEN": token,
-        "GATEWATCH_DEDUPE_MAX_IDS": "0",
-        "GATEWATCH_TOPIC_EVENTS": f"bench-ingest-{secrets.token_hex(3)}.events",
-    }
+    settings = Settings(
+        kafka=kafka,
+        ingest_token=token,
+        dedupe_max_ids=0,
+        topics=TopicNames(events=f"bench-ingest-{secrets.token_hex(3)}.events"),
+    )
+    env = os.environ | to_environment(settings)
     collector = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing
         [sys.executable, "-m", "pipeline", "collector", "--port", str(port)],
         env=env,
@@ -137,8 +139,7 @@ async def main() -> None:
                 )
                 elapsed = time.monotonic() - start
     finally:
-        collector.terminate()
-        collector.wait(timeout=30)
+        stop_process(collector, timeout_s=30)
         if stack:
             stack.stop()
 

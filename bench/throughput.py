@@ -32,14 +32,14 @@ sys.path.insert(0, str(ROOT))
 
 from detectors import Fusion, default_detectors  # noqa: E402
 from pipeline import envelopes  # noqa: E402
-from pipeline.config import Settings  # noqa: E402
+from pipeline.config import Settings, to_environment  # noqa: E402
 from pipeline.decisions import RedisDecisions  # noqa: E402
 from pipeline.demo.traffic import TrafficModel  # noqa: E402
 from pipeline.events import GatewayEvent  # noqa: E402
 from pipeline.ingest.kong import KongParser  # noqa: E402
 from pipeline.ingest.redaction import Redactor  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
-from pipeline.stack import EmbeddedStack, free_port  # noqa: E402
+from pipeline.stack import EmbeddedStack, free_port, stop_process  # noqa: E402
 from pipeline.worker.processor import Processor, StateStore  # noqa: E402
 
 PARTITIONS = 4
@@ -106,16 +106,9 @@ async def preload(settings: Settings, events: list[GatewayEvent]) -> int:
 
 
 async def run_worker(settings: Settings, total: int, console: Console) -> dict[str, float]:
-    env = os.environ | {
-        "GATEWATCH_KAFKA": settings.kafka,
-        "GATEWATCH_REDIS_URL": settings.redis_url.get_secret_value(),
-        "GATEWATCH_REDIS_PREFIX": settings.redis_prefix,
-        "GATEWATCH_TOPIC_EVENTS": settings.topics.events,
-        "GATEWATCH_PARTITIONS": str(PARTITIONS),
-        "GATEWATCH_MODE": "enforce",
-        "GATEWATCH_WORKER_ID": settings.worker_id,
-        "GATEWATCH_WEB_PORT": str(free_port()),
-    }
+    env = os.environ | to_environment(
+        settings.model_copy(update={"mode": "enforce", "web_port": free_port()})
+    )
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing begins
         [sys.executable, "-m", "pipeline", "worker"],
         env=env,
@@ -142,8 +135,7 @@ async def run_worker(settings: Settings, total: int, console: Console) -> dict[s
         done = time.monotonic()
         stats = await decisions.stats()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_process(proc, timeout_s=30)
         await redis.aclose()
     if first is None or processed < total:
         raise RuntimeError(f"worker processed {processed} of {total} events")

@@ -64,6 +64,7 @@ SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.config import Settings, TopicNames, to_environment  # noqa: E402
 from pipeline.demo.traffic import LOGIN, SDK_UAS, Actor, TrafficModel  # noqa: E402
 from pipeline.stack import EmbeddedStack, free_port  # noqa: E402
 from pipeline.worker.processor import DECISION_TTL_S  # noqa: E402
@@ -387,24 +388,27 @@ class Bench:
         prefix = f"gwtte:{run_id}:"
         token = secrets.token_urlsafe(24)
         port = free_port()
-        env = os.environ | {
-            "GATEWATCH_KAFKA": kafka,
-            "GATEWATCH_REDIS_URL": redis_url,
-            "GATEWATCH_INGEST_TOKEN": token,
-            "GATEWATCH_REDACTION_KEY": secrets.token_urlsafe(24),
-            "GATEWATCH_MODE": "enforce",
-            "GATEWATCH_PARTITIONS": str(PARTITIONS),
-            "GATEWATCH_REDIS_PREFIX": prefix,
-            "GATEWATCH_WORKER_ID": f"gatewatch-tte-{run_id}",
-            "GATEWATCH_WEB_PORT": str(free_port()),
-            "GATEWATCH_ENVELOPE_LINGER_MS": str(args.linger_ms),
+        settings = Settings(
+            kafka=kafka,
+            redis_url=redis_url,
+            ingest_token=token,
+            redaction_key=secrets.token_urlsafe(24),
+            mode="enforce",
+            partitions=PARTITIONS,
+            redis_prefix=prefix,
+            worker_id=f"gatewatch-tte-{run_id}",
+            web_port=free_port(),
+            envelope_linger_ms=args.linger_ms,
             # Topics of this run only: a shared broker's old events are not replayed.
-            "GATEWATCH_TOPIC_EVENTS": f"tte-{run_id}.events",
-            "GATEWATCH_TOPIC_RAW_KONG": f"tte-{run_id}.raw.kong",
-            "GATEWATCH_TOPIC_DECISIONS": f"tte-{run_id}.decisions",
-            "GATEWATCH_TOPIC_ALERTS": f"tte-{run_id}.alerts",
-            "GATEWATCH_TOPIC_DLQ": f"tte-{run_id}.dlq",
-        }
+            topics=TopicNames(
+                events=f"tte-{run_id}.events",
+                raw_kong=f"tte-{run_id}.raw.kong",
+                decisions=f"tte-{run_id}.decisions",
+                alerts=f"tte-{run_id}.alerts",
+                dlq=f"tte-{run_id}.dlq",
+            ),
+        )
+        env = os.environ | to_environment(settings)
         redis = Redis.from_url(redis_url)
         gateway: Nginx | None = None
         watcher = follower = None

@@ -6,6 +6,7 @@ nothing below reads the environment itself.
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -13,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Mode = Literal["shadow", "log", "challenge", "enforce"]
 
-__all__ = ["Mode", "Settings", "TopicNames"]
+__all__ = ["Mode", "Settings", "TopicNames", "to_environment"]
 
 
 class TopicNames(BaseSettings):
@@ -107,3 +108,30 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         100, ge=0, le=10_000, description="Longest a worker's fetch waits for new envelopes"
     )
+
+
+def to_environment(settings: Settings) -> dict[str, str]:
+    """The GATEWATCH_* variables that give a child process (`python -m pipeline ...`) exactly
+    these settings: secrets revealed, lists as JSON, topics as GATEWATCH_TOPIC_*, None left out."""
+    env: dict[str, str] = {}
+
+    def put(prefix: str, model: BaseSettings) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, TopicNames):
+                put("GATEWATCH_TOPIC_", value)
+                continue
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, list):
+                text = json.dumps(value)
+            else:
+                text = str(value)
+            env[f"{prefix}{name.upper()}"] = text
+
+    put("GATEWATCH_", settings)
+    return env

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["EmbeddedStack", "StackError", "free_port", "wait_for_port"]
+__all__ = ["EmbeddedStack", "StackError", "free_port", "stop_process", "wait_for_port"]
 
 
 class StackError(RuntimeError):
@@ -40,6 +40,17 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout_s: fl
         except OSError:
             time.sleep(0.05)
     raise StackError(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after `timeout_s`; always reaped."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def tansu_binary() -> str:
@@ -124,13 +135,9 @@ class EmbeddedStack:
     def stop(self) -> None:
         for proc in self._procs:
             if proc.poll() is None:
-                proc.terminate()
+                proc.terminate()  # all at once, then wait for each
         for proc in self._procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
         self._procs.clear()
         if self._tmp is not None:
             with contextlib.suppress(OSError):

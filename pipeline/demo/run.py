@@ -26,6 +26,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from pipeline.config import Settings, to_environment
 from pipeline.decisions import RedisDecisions
 from pipeline.demo.traffic import TrafficModel
 from pipeline.ingest.redaction import Redactor
@@ -93,17 +94,18 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
     logdir = Path(tempfile.mkdtemp(prefix="gatewatch-demo-"))
     # A fresh worker group and prefix per run, so a shared broker or Redis holds nothing of ours.
     run_id = secrets.token_hex(3)
-    env = os.environ | {
-        "GATEWATCH_KAFKA": kafka,
-        "GATEWATCH_REDIS_URL": redis_url,
-        "GATEWATCH_INGEST_TOKEN": token,
-        "GATEWATCH_REDACTION_KEY": redaction_key,
-        "GATEWATCH_MODE": "enforce",
-        "GATEWATCH_PARTITIONS": str(options.partitions),
-        "GATEWATCH_REDIS_PREFIX": f"{PREFIX}{run_id}:",
-        "GATEWATCH_WORKER_ID": f"gatewatch-demo-{run_id}",
-        "GATEWATCH_WEB_PORT": str(free_port()),
-    }
+    settings = Settings(
+        kafka=kafka,
+        redis_url=redis_url,
+        ingest_token=token,
+        redaction_key=redaction_key,
+        mode="enforce",
+        partitions=options.partitions,
+        redis_prefix=f"{PREFIX}{run_id}:",
+        worker_id=f"gatewatch-demo-{run_id}",
+        web_port=free_port(),
+    )
+    env = os.environ | to_environment(settings)
     procs: list[asyncio.subprocess.Process] = []
     redis = Redis.from_url(redis_url)
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.stack import StackError, free_port, redis_binary, wait_for_port
+from pipeline.stack import StackError, free_port, redis_binary, stop_process, wait_for_port
 
 __all__ = ["Nginx", "RedisServer", "lua_literal", "redis_config"]
 
@@ -112,9 +112,8 @@ class RedisServer:
         return self
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(timeout=10)
+        if self._proc is not None:
+            stop_process(self._proc)
         self._proc = None
 
     def close(self) -> None:
@@ -214,13 +213,8 @@ class Nginx:
         return self
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        if self._proc is not None:
+            stop_process(self._proc)
         self._proc = None
 
     def close(self) -> None:

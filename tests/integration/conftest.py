@@ -20,7 +20,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
-from pipeline.config import Settings, TopicNames
+from pipeline.config import Settings, TopicNames, to_environment
 from pipeline.stack import EmbeddedStack, free_port
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -121,24 +121,7 @@ async def read_topic(
 
 def gatewatch_env(settings: Settings) -> dict[str, str]:
     """Environment for a `python -m pipeline ...` child process that matches `settings`."""
-    t = settings.topics
-    return os.environ | {
-        "GATEWATCH_KAFKA": settings.kafka,
-        "GATEWATCH_REDIS_URL": settings.redis_url.get_secret_value(),
-        "GATEWATCH_REDIS_PREFIX": settings.redis_prefix,
-        "GATEWATCH_TOPIC_EVENTS": t.events,
-        "GATEWATCH_TOPIC_RAW_KONG": t.raw_kong,
-        "GATEWATCH_TOPIC_DECISIONS": t.decisions,
-        "GATEWATCH_TOPIC_ALERTS": t.alerts,
-        "GATEWATCH_TOPIC_DLQ": t.dlq,
-        "GATEWATCH_PARTITIONS": str(settings.partitions),
-        "GATEWATCH_INGEST_TOKEN": settings.ingest_token.get_secret_value(),
-        "GATEWATCH_REDACTION_KEY": settings.redaction_key.get_secret_value(),
-        "GATEWATCH_MODE": settings.mode,
-        "GATEWATCH_WORKER_ID": settings.worker_id,
-        "GATEWATCH_WEB_PORT": str(settings.web_port),
-        "PYTHONUNBUFFERED": "1",
-    }
+    return os.environ | to_environment(settings) | {"PYTHONUNBUFFERED": "1"}
 
 
 PYTHON = sys.executable

@@ -16,7 +16,7 @@ from hypothesis import settings
 from redis.asyncio import Redis
 
 from pipeline.decisions import Decision, RedisDecisions
-from pipeline.stack import free_port, wait_for_port
+from pipeline.stack import free_port, stop_process, wait_for_port
 
 from .conftest import PYTHON, ROOT, Services
 
@@ -67,8 +67,7 @@ def api_url(services: Services) -> Iterator[str]:
         wait_for_port(port, None, 30)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop_process(proc, timeout_s=20)
 
 
 def test_the_document_example_is_a_real_decision(api_url: str) -> None:

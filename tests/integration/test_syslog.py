@@ -26,7 +26,7 @@ from pipeline.ingest.syslog import (
     syslog_receiver,
     tls_server_context,
 )
-from pipeline.stack import free_port
+from pipeline.stack import free_port, stop_process
 
 from .conftest import FIXTURES, read_topic
 
@@ -188,12 +188,7 @@ def rsyslogd(
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 async def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 15) -> None:

@@ -18,6 +18,7 @@ from pipeline.config import Settings
 from pipeline.decisions import RedisDecisions
 from pipeline.ingest.collector import collector_app
 from pipeline.kafka import ensure_topics
+from pipeline.stack import stop_process
 
 from .conftest import PYTHON, ROOT, gatewatch_env, read_topic, serve
 
@@ -53,12 +54,7 @@ def worker(settings: Settings, tmp_path):
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout_s=20)
         log.close()
 
 
