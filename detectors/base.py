@@ -1,5 +1,18 @@
-"""The contract every detector keeps, River-style: learning happens in `SubjectState.observe`
-(shared counters and baselines), and a detector's `score` reads that state without changing it."""
+"""The contract every detector keeps, River-style.
+
+Learning happens in `SubjectState.observe` (counters and baselines every detector shares) and, for a
+detector with memory of its own, in its `update`; `score` reads a subject's state without changing it.
+
+Three shapes, one protocol each, all optional except `score`:
+
+- `inspect(event)`: a finding in one request on its own (an injection payload, a scanner user agent,
+  a `/.env` probe). The processor calls it once per event and keeps the finding on every subject of
+  the event as decayed *evidence*; `score` then turns the evidence into a signal.
+- `update(state, event, ctx)`: per-subject memory the shared counters do not hold (timing, object
+  ids walked, distinct addresses). The memory lives in `state.memo[detector.name]`, allocated only
+  for subjects that need it, and must stay small (a subject's whole state is about 1 KB).
+- `score(state, ctx)`: the subject's risk now, as a `Signal` with a reason a person can read.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +20,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from detectors.state import SubjectState
+from pipeline.events import GatewayEvent
 
-__all__ = ["Detector", "Signal", "SubjectContext"]
+__all__ = ["Detector", "EventDetector", "Signal", "StatefulDetector", "SubjectContext"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,4 +47,17 @@ class Detector(Protocol):
 
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         """A signal when the subject looks risky now, else None (always None while warming up)."""
+        ...
+
+
+class EventDetector(Detector, Protocol):
+    def inspect(self, event: GatewayEvent) -> Signal | None:
+        """A finding in this one request, or None. May learn from the request (e.g. an endpoint's
+        normal parameter shapes) but never from one it flags."""
+        ...
+
+
+class StatefulDetector(Detector, Protocol):
+    def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
+        """Learn from one event of this subject, in `state.memo[self.name]`."""
         ...

@@ -20,12 +20,14 @@ from river import stats
 
 from pipeline.events import GatewayEvent
 
-__all__ = ["Baseline", "SubjectState", "WindowFeatures"]
+__all__ = ["EVIDENCE_TAU_S", "Baseline", "Evidence", "SubjectState", "WindowFeatures"]
 
 WINDOW_S = 1.0
 # An idle gap is learned as empty windows, up to this many (a day-long silence is not 86,400 zeros).
 MAX_IDLE_WINDOWS = 30
 AUTH_DECAY_TAU_S = 120.0
+# Per-request findings (an injection payload, a scanner UA) fade with this time constant.
+EVIDENCE_TAU_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,36 @@ class Baseline:
         self.windows += windows
 
 
+class Evidence:
+    """Decayed sum of one detector's per-request findings about a subject, and the last reason.
+
+    >>> e = Evidence()
+    >>> e.add(0.5, 10.0, "sqli", "UNION SELECT in ?q")
+    >>> e.add(0.5, 10.0, "sqli", "OR 1=1 in ?id")
+    >>> round(e.value(10.0), 3), round(e.value(10.0 + EVIDENCE_TAU_S), 3), e.hits
+    (1.0, 0.368, 2)
+    """
+
+    __slots__ = ("hits", "kind", "reason", "total", "ts")
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.ts = 0.0
+        self.hits = 0
+        self.kind = ""
+        self.reason = ""
+
+    def add(self, weight: float, t: float, kind: str, reason: str) -> None:
+        self.total = self.value(t) + weight
+        self.ts = max(self.ts, t)
+        self.hits += 1
+        self.kind = kind
+        self.reason = reason
+
+    def value(self, now: float) -> float:
+        return self.total * math.exp(-max(0.0, now - self.ts) / EVIDENCE_TAU_S)
+
+
 class SubjectState:
     """Counters for one subject; `observe` feeds it events in (roughly) time order."""
 
@@ -93,8 +125,10 @@ class SubjectState:
         "auth_ts",
         "baseline",
         "decided_at",
+        "evidence",
         "expires_at",
         "flagged",
+        "memo",
         "prev_requests",
         "score",
         "w_auth",
@@ -129,6 +163,18 @@ class SubjectState:
         self.score = 0.0
         self.decided_at = 0.0
         self.expires_at = 0.0
+        # Allocated on first use, so a subject nobody finds anything about pays nothing for them.
+        self.evidence: dict[str, Evidence] | None = None
+        self.memo: dict[str, object] | None = None
+
+    def note(self, detector: str, weight: float, t: float, kind: str, reason: str) -> None:
+        """Keep a per-request finding of `detector` as evidence about this subject."""
+        if self.evidence is None:
+            self.evidence = {}
+        found = self.evidence.get(detector)
+        if found is None:
+            found = self.evidence[detector] = Evidence()
+        found.add(weight, t, kind, reason)
 
     def observe(
         self, event: GatewayEvent, *, auth_route: bool, baseline_after: int, fading_factor: float
