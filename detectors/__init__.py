@@ -1,21 +1,44 @@
 """Detector families. Each reads a subject's state and returns `Signal`s with reasons."""
 
-from detectors.base import Detector, Signal, SubjectContext
-from detectors.bruteforce import BruteForce
+from detectors.anomaly import BehaviourAnomaly
+from detectors.base import Detector, EventDetector, Signal, StatefulDetector, SubjectContext
+from detectors.bruteforce import BruteForce, DistributedStuffing
 from detectors.fusion import Fusion, Verdict
+from detectors.key_sharing import KeySharing
+from detectors.policy import Policy, RoutePolicy
 from detectors.rate import RateAnomaly
+from detectors.routes import AuthRoutes
+from detectors.scraping import ObjectWalk
 
 __all__ = [
+    "AuthRoutes",
+    "BehaviourAnomaly",
     "BruteForce",
     "Detector",
+    "DistributedStuffing",
+    "EventDetector",
     "Fusion",
+    "KeySharing",
+    "ObjectWalk",
+    "Policy",
     "RateAnomaly",
+    "RoutePolicy",
     "Signal",
+    "StatefulDetector",
     "SubjectContext",
     "Verdict",
     "default_detectors",
 ]
 
 
-def default_detectors() -> list[Detector]:
-    return [BruteForce(), RateAnomaly()]
+def default_detectors(auth_routes: AuthRoutes | None = None) -> list[Detector]:
+    """Every detector family, sharing the processor's idea of which routes are logins."""
+    auth_routes = auth_routes if auth_routes is not None else AuthRoutes()
+    return [
+        BruteForce(),
+        DistributedStuffing(auth_routes),
+        RateAnomaly(),
+        ObjectWalk(),
+        KeySharing(),
+        BehaviourAnomaly(),
+    ]

@@ -40,7 +40,14 @@ class Fusion:
         self.block = block
         self.max_reasons = max_reasons
 
-    def fuse(self, signals: list[Signal]) -> Verdict:
+    @property
+    def thresholds(self) -> tuple[float, float, float]:
+        return (self.tag, self.challenge, self.block)
+
+    def fuse(
+        self, signals: list[Signal], thresholds: tuple[float, float, float] | None = None
+    ) -> Verdict:
+        """`thresholds` (tag, challenge, block) replace the default ones, e.g. a route's policy."""
         if not signals:
             return Verdict(0.0, "allow", [], "")
         ranked = sorted(signals, key=lambda s: s.score, reverse=True)
@@ -50,16 +57,17 @@ class Fusion:
         score = round(1.0 - keep, 3)
         return Verdict(
             score=score,
-            action=self.action_for(score),
+            action=self.action_for(score, thresholds or self.thresholds),
             reasons=[f"{s.detector}: {s.reason}" for s in ranked[: self.max_reasons]],
             detector=ranked[0].detector,
         )
 
-    def action_for(self, score: float) -> str:
-        if score >= self.block:
+    def action_for(self, score: float, thresholds: tuple[float, float, float] | None = None) -> str:
+        tag, challenge, block = thresholds or self.thresholds
+        if score >= block:
             return "block"
-        if score >= self.challenge:
+        if score >= challenge:
             return "challenge"
-        if score >= self.tag:
+        if score >= tag:
             return "tag"
         return "allow"

@@ -5,9 +5,31 @@ from __future__ import annotations
 import math
 
 from detectors.base import Signal, SubjectContext
-from detectors.state import SubjectState
+from detectors.state import Baseline, SubjectState, WindowFeatures
 
-__all__ = ["RateAnomaly"]
+__all__ = ["RateAnomaly", "recommended_limit"]
+
+# A subject's p99 rate per window, under a normal approximation of its learned baseline.
+_P99_Z = 2.33
+
+
+def recommended_limit(
+    baseline: Baseline | None, factor: float = 3.0, warmup_windows: int = 30, floor: int = 5
+) -> int | None:
+    """A per-subject rate limit (requests/s) to export with a decision: its own p99 x `factor`.
+
+    None until the baseline has seen `warmup_windows` windows: no limit is better than a guess.
+
+    >>> b = Baseline(fading_factor=0.1)
+    >>> for n in [2, 4] * 20:
+    ...     b.learn(WindowFeatures(n, 0.0, 0.0, 1.0, 10.0))
+    >>> recommended_limit(b), recommended_limit(None)
+    (17, None)
+    """
+    if baseline is None or baseline.windows < warmup_windows:
+        return None
+    std = math.sqrt(max(0.0, baseline.rate_var.get()))
+    return max(floor, math.ceil((baseline.rate_mean.get() + _P99_Z * std) * factor))
 
 
 class RateAnomaly:
@@ -26,6 +48,9 @@ class RateAnomaly:
         The three floors of the warm limit.
     cold_limit
         Requests per second above which even an unknown subject is a flood.
+    slow_ratio, slow_windows
+        Once `slow_windows` windows are learned, the limit is never above `slow_ratio` times the
+        slow (~10-minute) baseline: a flood ramped up gently is still a flood.
 
     Examples
     --------
@@ -54,12 +79,16 @@ class RateAnomaly:
         ratio: float = 4.0,
         min_rate: float = 30.0,
         cold_limit: float = 150.0,
+        slow_ratio: float = 10.0,
+        slow_windows: int = 300,
     ) -> None:
         self.warmup_windows = warmup_windows
         self.sigmas = sigmas
         self.ratio = ratio
         self.min_rate = min_rate
         self.cold_limit = cold_limit
+        self.slow_ratio = slow_ratio
+        self.slow_windows = slow_windows
 
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         current = state.current_rate()
@@ -74,6 +103,13 @@ class RateAnomaly:
             std = math.sqrt(max(0.0, baseline.rate_var.get()))
             limit = max(mean + self.sigmas * std, self.ratio * mean, self.min_rate)
             basis = f"baseline {mean:.1f}±{std:.1f}/s"
+            if baseline.windows >= self.slow_windows:
+                # A slow ramp drags the fast baseline along; the slow one keeps the older normal.
+                slow = baseline.rate_slow.get()
+                slow_limit = max(self.slow_ratio * slow, self.min_rate)
+                if slow_limit < limit:
+                    limit = slow_limit
+                    basis = f"long-run baseline {slow:.1f}/s"
         if current <= limit:
             return None
         score = round(min(1.0, 0.4 + 0.6 * (current / limit - 1.0)), 3)

@@ -14,13 +14,23 @@ their own flood is normal.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 from river import stats
 
 from pipeline.events import GatewayEvent
 
-__all__ = ["EVIDENCE_TAU_S", "Baseline", "Evidence", "SubjectState", "WindowFeatures"]
+__all__ = [
+    "EVIDENCE_TAU_S",
+    "FEATURE_NAMES",
+    "Baseline",
+    "Evidence",
+    "SubjectState",
+    "WindowFeatures",
+]
+
+FEATURE_NAMES = ("rate", "errors", "auth_failures", "path_diversity", "latency")
 
 WINDOW_S = 1.0
 # An idle gap is learned as empty windows, up to this many (a day-long silence is not 86,400 zeros).
@@ -39,6 +49,10 @@ class WindowFeatures:
     latency_ms: float
 
 
+def _unit(x: float, low: float, high: float) -> float:
+    return round(min(1.0, max(0.0, (x - low) / (high - low))), 3)
+
+
 class Baseline:
     """A subject's normal behaviour per 1-second window, as River exponentially-weighted stats.
 
@@ -55,6 +69,7 @@ class Baseline:
         "latency",
         "path_diversity",
         "rate_mean",
+        "rate_slow",
         "rate_var",
         "windows",
     )
@@ -62,6 +77,9 @@ class Baseline:
     def __init__(self, fading_factor: float = 0.05) -> None:
         self.rate_mean = stats.EWMean(fading_factor)
         self.rate_var = stats.EWVar(fading_factor)
+        # A slow memory of the rate (~ten minutes of windows): an attacker ramping up a little at a
+        # time teaches the fast baseline, not this one.
+        self.rate_slow = stats.EWMean(fading_factor / 25)
         self.error_ratio = stats.EWMean(fading_factor)
         self.auth_failure_ratio = stats.EWMean(fading_factor)
         self.path_diversity = stats.EWMean(fading_factor)
@@ -71,6 +89,7 @@ class Baseline:
     def learn(self, w: WindowFeatures) -> None:
         self.rate_mean.update(w.requests)
         self.rate_var.update(w.requests)
+        self.rate_slow.update(w.requests)
         if w.requests:
             self.error_ratio.update(w.error_ratio)
             self.auth_failure_ratio.update(w.auth_failure_ratio)
@@ -78,10 +97,34 @@ class Baseline:
             self.latency.update(w.latency_ms)
         self.windows += 1
 
+    def normalise(self, w: WindowFeatures) -> tuple[float, ...]:
+        """A window against this baseline, one value in [0, 1] per `FEATURE_NAMES` (a window as
+        usual sits low on rate and at 0.5 on the others). Judged before the window is learned.
+
+        >>> b = Baseline(fading_factor=0.2)
+        >>> for _ in range(20):
+        ...     b.learn(WindowFeatures(10, 0.0, 0.0, 0.2, 50.0))
+        >>> b.normalise(WindowFeatures(10, 0.0, 0.0, 0.2, 50.0))
+        (0.231, 0.5, 0.5, 0.5, 0.5)
+        >>> b.normalise(WindowFeatures(200, 0.9, 0.0, 0.2, 50.0))[:2]
+        (1.0, 0.95)
+        """
+        std = max(1.0, math.sqrt(max(0.0, self.rate_var.get())))
+        z = (w.requests - self.rate_mean.get()) / std
+        latency = math.log2(max(w.latency_ms, 1.0) / max(self.latency.get(), 1.0))
+        return (
+            _unit(z, -3.0, 10.0),
+            _unit(w.error_ratio - self.error_ratio.get(), -1.0, 1.0),
+            _unit(w.auth_failure_ratio - self.auth_failure_ratio.get(), -1.0, 1.0),
+            _unit(w.path_diversity - self.path_diversity.get(), -1.0, 1.0),
+            _unit(latency, -4.0, 4.0),
+        )
+
     def learn_idle(self, windows: int) -> None:
         for _ in range(min(windows, MAX_IDLE_WINDOWS)):
             self.rate_mean.update(0)
             self.rate_var.update(0)
+            self.rate_slow.update(0)
         self.windows += windows
 
 
@@ -128,6 +171,7 @@ class SubjectState:
         "evidence",
         "expires_at",
         "flagged",
+        "last_closed",
         "memo",
         "prev_requests",
         "score",
@@ -166,6 +210,8 @@ class SubjectState:
         # Allocated on first use, so a subject nobody finds anything about pays nothing for them.
         self.evidence: dict[str, Evidence] | None = None
         self.memo: dict[str, object] | None = None
+        # The last closed window of a subject with a baseline, and whether it was judged risky.
+        self.last_closed: tuple[tuple[float, ...], WindowFeatures, bool] | None = None
 
     def note(self, detector: str, weight: float, t: float, kind: str, reason: str) -> None:
         """Keep a per-request finding of `detector` as evidence about this subject."""
@@ -186,7 +232,8 @@ class SubjectState:
         status = event.status
         if status >= 400:
             self.w_errors += 1
-        self.w_paths |= 1 << (hash(event.route) & 63)
+        # crc32, not hash(): string hashes change per process and replays must be reproducible.
+        self.w_paths |= 1 << (zlib.crc32(event.route.encode()) & 63)
         self.w_latency += event.latency_ms
         if auth_route and event.method != "GET":
             failed = status in (401, 403)
@@ -216,6 +263,9 @@ class SubjectState:
             self.windows_seen += 1
             if self.baseline is None and self.windows_seen >= baseline_after:
                 self.baseline = Baseline(fading_factor)
+            if self.baseline is not None:
+                judged = self.baseline.normalise(closed)
+                self.last_closed = (judged, closed, self.flagged or self.action != "allow")
             # Windows scored risky, or seen under a standing decision, are never learned.
             if self.baseline is not None and not self.flagged and self.action == "allow":
                 idle = int((t - self.w_start) // WINDOW_S) - 1

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
         default_factory=lambda: ["login", "signin", "sign-in", "auth", "token", "session"],
         description="Path fragments that mark an authentication route",
     )
+    policy_file: str | None = Field(
+        None, description="TOML per-route policy: modes, canary %, thresholds (detectors/policy.py)"
+    )
     max_subjects: int = Field(
         500_000, gt=0, description="Subjects kept in one worker's memory before the oldest go"
     )

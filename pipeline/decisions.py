@@ -33,9 +33,14 @@ class Decision(BaseModel):
     mode: Mode
     updated_at: int = Field(description="epoch ms")
     expires_at: int = Field(description="epoch ms")
+    rate_limit: int | None = Field(
+        None, description="Recommended requests/s for this subject: its baseline p99 x a factor"
+    )
 
     def to_redis(self) -> dict[str, str]:
-        fields = {k: str(v) for k, v in self.model_dump(exclude={"reasons"}).items()}
+        fields = {
+            k: str(v) for k, v in self.model_dump(exclude={"reasons"}, exclude_none=True).items()
+        }
         fields["reasons"] = orjson.dumps(self.reasons).decode()
         return fields
 

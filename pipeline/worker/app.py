@@ -13,11 +13,10 @@ from typing import Any
 import faust
 from redis.asyncio import Redis
 
-from detectors import Fusion, default_detectors
 from pipeline.config import Settings
 from pipeline.decisions import RedisDecisions
 from pipeline.kafka import make_producer
-from pipeline.worker.processor import Processor
+from pipeline.worker.processor import build_processor
 from pipeline.worker.runtime import WorkerRuntime
 from pipeline.worker.transport import GatewatchApp
 
@@ -43,12 +42,7 @@ def create_worker_app(settings: Settings) -> faust.App:
     )
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     runtime = WorkerRuntime(
-        processor=Processor(
-            detectors=default_detectors(),
-            fusion=Fusion(),
-            mode=settings.mode,
-            auth_route_patterns=tuple(settings.auth_route_patterns),
-        ),
+        processor=build_processor(settings),
         redis=redis,
         decisions=RedisDecisions(redis, settings.redis_prefix, settings.decision_stream_maxlen),
         producer_factory=lambda: make_producer(settings),

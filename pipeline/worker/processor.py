@@ -1,26 +1,52 @@
 """The detection step, free of I/O: a batch of events in, the decisions that changed out.
 
-Workers, the benchmark and (later) offline replay all run this same code.
+Workers, the benchmark and offline replay (`gatewatch replay` / `evaluate`) all run this same code.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
+from pathlib import Path
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from detectors import Detector, Fusion, Signal, SubjectContext, Verdict
+from detectors import Detector, Fusion, Signal, SubjectContext, Verdict, default_detectors
+from detectors.policy import Policy
+from detectors.rate import recommended_limit
+from detectors.routes import AuthRoutes
 from detectors.state import SubjectState
-from pipeline.config import Mode
+from pipeline.config import Mode, Settings
 from pipeline.decisions import Decision
 from pipeline.events import GatewayEvent
 
-__all__ = ["DECISION_TTL_S", "Processor", "StateStore"]
+__all__ = [
+    "DECISION_TTL_S",
+    "EventTrace",
+    "Processor",
+    "StateStore",
+    "build_processor",
+    "range_subject",
+]
 
-MODEL_VERSION = "gatewatch-0.1"
+MODEL_VERSION = "gatewatch-0.2"
 DECISION_TTL_S = {"tag": 120, "challenge": 300, "block": 600}
 _RANK = {"allow": 0, "tag": 1, "challenge": 2, "block": 3}
+
+
+def range_subject(ip: str) -> str | None:
+    """The `/24` (IPv4) or `/64` (IPv6) range an address belongs to, as a subject.
+
+    >>> range_subject("203.0.113.77"), range_subject("2001:db8::1"), range_subject("nope")
+    ('ip:203.0.113.0/24', 'ip:2001:db8::/64', None)
+    """
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    prefix = 24 if addr.version == 4 else 64
+    return f"ip:{ipaddress.ip_network(f'{addr}/{prefix}', strict=False)}"
 
 
 class StateStore:
@@ -40,68 +66,141 @@ class StateStore:
             self._states.move_to_end(subject)
         return state
 
+    def peek(self, subject: str) -> SubjectState | None:
+        return self._states.get(subject)
+
     def __len__(self) -> int:
         return len(self._states)
 
 
+@dataclass(frozen=True, slots=True)
+class EventTrace:
+    """What the detectors made of one event: its findings and its subjects' fused risk."""
+
+    event: GatewayEvent
+    subjects: list[str]
+    signals: list[Signal]
+    verdict: Verdict
+
+
 @dataclass
 class Processor:
+    """Feeds events to subject states and detectors, fuses the signals, decides.
+
+    `event_clock=True` stamps decisions with event time instead of the wall clock: replaying an
+    hour of logs in seconds must still see decisions expire and refresh as they would have.
+    """
+
     detectors: Sequence[Detector]
     fusion: Fusion
     mode: Mode = "shadow"
-    auth_route_patterns: Sequence[str] = ("login", "signin", "auth", "token", "session")
+    auth_routes: AuthRoutes = field(default_factory=AuthRoutes)
     baseline_after: int = 5
     fading_factor: float = 0.05
-    _auth_routes: dict[str, bool] = field(default_factory=dict, init=False, repr=False)
+    policy: Policy = field(default_factory=Policy)
+    event_clock: bool = False
+    # Operator allow-overrides: these subjects are never decided against (deny needs no worker).
+    allowed: Collection[str] = frozenset()
 
-    def is_auth_route(self, route: str) -> bool:
-        known = self._auth_routes.get(route)
-        if known is None:
-            lowered = route.lower()
-            known = any(p in lowered for p in self.auth_route_patterns)
-            if len(self._auth_routes) < 100_000:
-                self._auth_routes[route] = known
-        return known
+    def __post_init__(self) -> None:
+        self._inspectors = [d for d in self.detectors if hasattr(d, "inspect")]
+        self._updaters = [d for d in self.detectors if hasattr(d, "update")]
+
+    def subjects_of(self, event: GatewayEvent, auth: bool) -> list[str]:
+        subjects = event.subjects()
+        if auth:
+            # Login traffic is also judged per address range: a distributed campaign spends one or
+            # two attempts per address, but dozens per range it rents.
+            ranged = range_subject(event.client_ip)
+            if ranged is not None:
+                subjects.append(ranged)
+        return subjects
 
     def process(
-        self, events: Sequence[GatewayEvent], store: StateStore, *, wall_ms: int | None = None
+        self,
+        events: Sequence[GatewayEvent],
+        store: StateStore,
+        *,
+        wall_ms: int | None = None,
+        on_event: Callable[[EventTrace], None] | None = None,
     ) -> list[Decision]:
         """Feed `events` to their subjects' states and return the decisions worth writing:
-        escalations, and refreshes of standing ones past half-life (the latest per subject)."""
-        wall_ms = int(time.time() * 1000) if wall_ms is None else wall_ms
-        touched: dict[str, SubjectState] = {}
+        escalations, and refreshes of standing ones past half-life (the latest per subject).
+
+        With `on_event`, every event's subjects are judged right after it (slower: for replays
+        that explain each event)."""
+        if wall_ms is None and not self.event_clock:
+            wall_ms = int(time.time() * 1000)
+        touched: dict[str, tuple[SubjectState, str]] = {}
         decisions: dict[str, Decision] = {}
         now = 0.0
         for event in events:
             t = event.ts_ms / 1000.0
-            auth = self.is_auth_route(event.route)
-            for subject in event.subjects():
-                state = touched.get(subject)
-                if state is None:
-                    state = touched[subject] = store.get(subject)
+            clock_ms = event.ts_ms if wall_ms is None else wall_ms
+            auth = self.auth_routes(event.route)
+            subjects = self.subjects_of(event, auth)
+            findings = [s for d in self._inspectors if (s := d.inspect(event)) is not None]
+            for subject in subjects:
+                known = touched.get(subject)
+                state = known[0] if known is not None else store.get(subject)
+                touched[subject] = (state, event.route)
                 if state.closes_window(t):
                     # Judge a window before it is learned: a flood inside one envelope must not
                     # become the baseline before any detector has seen it.
-                    self._evaluate(subject, state, t, wall_ms, decisions)
+                    self._evaluate(subject, state, event.route, t, clock_ms, decisions)
                 state.observe(
                     event,
                     auth_route=auth,
                     baseline_after=self.baseline_after,
                     fading_factor=self.fading_factor,
                 )
+                for finding in findings:
+                    state.note(finding.detector, finding.score, t, finding.kind, finding.reason)
+                if self._updaters:
+                    ctx = SubjectContext(subject, subject.partition(":")[0], t)
+                    for detector in self._updaters:
+                        detector.update(state, event, ctx)  # type: ignore[attr-defined]
             now = max(now, t)
-        for subject, state in touched.items():
-            self._evaluate(subject, state, now, wall_ms, decisions)
+            if on_event is not None:
+                on_event(self._trace(event, subjects, findings, store, t, clock_ms, decisions))
+        end_ms = int(now * 1000) if wall_ms is None else wall_ms
+        for subject, (state, route) in touched.items():
+            self._evaluate(subject, state, route, now, end_ms, decisions)
         return list(decisions.values())
+
+    def _trace(
+        self,
+        event: GatewayEvent,
+        subjects: list[str],
+        findings: list[Signal],
+        store: StateStore,
+        t: float,
+        clock_ms: int,
+        decisions: dict[str, Decision],
+    ) -> EventTrace:
+        signals = list(findings)
+        verdict = Verdict(0.0, "allow", [], "")
+        for subject in subjects:
+            state = store.peek(subject)
+            if state is None:
+                continue
+            subject_verdict = self._evaluate(subject, state, event.route, t, clock_ms, decisions)
+            if subject_verdict is None:
+                continue
+            signals.extend(subject_verdict[1])
+            if subject_verdict[0].score > verdict.score:
+                verdict = subject_verdict[0]
+        return EventTrace(event, subjects, signals, verdict)
 
     def _evaluate(
         self,
         subject: str,
         state: SubjectState,
+        route: str,
         now: float,
         wall_ms: int,
         out: dict[str, Decision],
-    ) -> None:
+    ) -> tuple[Verdict, list[Signal]] | None:
         ctx = SubjectContext(subject, subject.partition(":")[0], now)
         signals: list[Signal] = []
         for detector in self.detectors:
@@ -111,15 +210,18 @@ class Processor:
         if state.action != "allow" and wall_ms >= state.expires_at:
             state.action = "allow"  # the standing decision has expired in Redis too
         if not signals:
-            return
-        verdict = self.fusion.fuse(signals)
+            return None
+        rules = self.policy.for_route(route)
+        verdict = self.fusion.fuse(signals, rules.thresholds(self.fusion.thresholds))
         state.flagged = state.flagged or verdict.action != "allow"
-        decision = self._decide(subject, state, verdict, wall_ms)
-        if decision is not None:
-            out[subject] = decision
+        if subject not in self.allowed:
+            decision = self._decide(subject, state, verdict, rules.mode_for(subject, self.mode), wall_ms)
+            if decision is not None:
+                out[subject] = decision
+        return verdict, signals
 
     def _decide(
-        self, subject: str, state: SubjectState, verdict: Verdict, wall_ms: int
+        self, subject: str, state: SubjectState, verdict: Verdict, mode: Mode, wall_ms: int
     ) -> Decision | None:
         action = verdict.action
         escalates = _RANK[action] > _RANK[state.action]
@@ -137,7 +239,22 @@ class Processor:
             reasons=verdict.reasons,
             detector=verdict.detector,
             model_version=MODEL_VERSION,
-            mode=self.mode,
+            mode=mode,
             updated_at=wall_ms,
             expires_at=wall_ms + ttl_ms,
+            rate_limit=recommended_limit(state.baseline),
         )
+
+
+def build_processor(settings: Settings, *, event_clock: bool = False) -> Processor:
+    """The processor a worker runs, configured from settings (replay builds the same one)."""
+    auth_routes = AuthRoutes(settings.auth_route_patterns)
+    policy = Policy.from_file(Path(settings.policy_file)) if settings.policy_file else Policy()
+    return Processor(
+        detectors=default_detectors(auth_routes),
+        fusion=Fusion(),
+        mode=settings.mode,
+        auth_routes=auth_routes,
+        policy=policy,
+        event_clock=event_clock,
+    )
