@@ -1,0 +1,1083 @@
+"""ModSecurity v3 + OWASP CRS 3.3 beside gatewatch on the same simulator traffic (issue 4).
+
+The peer is the Debian stack a user would deploy: nginx with `libnginx-mod-http-modsecurity`
+(libmodsecurity 3.0.9) and `modsecurity-crs` (CRS 3.3.x). A real nginx is started from a temp
+prefix on a free port with `modsecurity on`, the package's recommended `modsecurity.conf` with
+these changes only: `SecRuleEngine On` (it ships DetectionOnly), temp/data/audit paths in the
+prefix, `SecAuditLogFormat JSON` (to read which rules fired), `SecStatusEngine Off` (no calls
+home). Then CRS as `owasp-crs.load` loads it: `crs-setup.conf`, paranoia level 1 and the default
+inbound anomaly threshold 5 made explicit (rules 900000, 900110), the rules. The protected
+location proxies to a second server block answering `return 200` (ModSecurity-nginx does not run
+on a location that answers with `return` itself: such requests would never be inspected).
+
+Every request of the simulator run (`traffic.ndjson`, Kong http-log entries) is re-sent as it
+reached Kong: method, raw URI, headers (user-agent, accept, referer, content-type, apikey, ...;
+hop-by-hop ones and the length dropped), over HTTP/1.1 keep-alive connections. Access logs carry
+no bodies, so a POST/PUT/PATCH is sent with an empty one: ModSecurity sees what gatewatch sees.
+A 403 is a block (CRS's anomaly-score decision). At paranoia level 1 with the default setup CRS
+keeps no state across requests (IP reputation and DoS protection are off), so one client address
+for all requests changes nothing; each request is mapped back to its subjects (`ip:<client_ip>`,
+`consumer:<consumer.id>`) here.
+
+Scoring, per scenario of `labels.json`: an attacker request is one carrying a subject of an
+episode within the episode's time span; an episode is detected when one of its requests is
+blocked (time to detect = that request's time - episode start). Benign subjects are the subjects
+no episode names; a benign subject is a false positive when a request of it outside every episode
+is blocked; `fp_per_1000_subject_hours` divides them by the benign subject-hours (sum over benign
+subjects of end of run - its first request), as gatewatch's evaluation does. Which CRS rules
+blocked benign requests is read from the audit log.
+
+`--crs` also replays the CRS regression corpus' query-string cases (`pipeline.evaluation.crs`)
+through ModSecurity. Those tests come from a newer CRS than the 3.3 rules under test: the figure
+is context (what stock CRS PL1 blocks of them), not CRS grading itself.
+
+gatewatch's side comes from `pipeline.evaluation.score.evaluate_run` on the same folder, when
+that module exists; otherwise ModSecurity is reported alone.
+
+    .venv/bin/python bench/peer_modsecurity.py --traffic DIR [--limit N] [--crs] [--json]
+    .venv/bin/python bench/peer_modsecurity.py --seed 7 --minutes 20 [--crs] [--json]
+
+With --json the last line is {"modsecurity": {...}, "gatewatch": {...} | null, "config": {...}}.
+Needs the Debian packages (checked first; the exact apt-get line is printed when missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import structlog
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.logs import configure_logging  # noqa: E402
+from pipeline.stack import StackError, free_port, stop_process, wait_for_port  # noqa: E402
+
+log = structlog.get_logger("bench.peer_modsecurity")
+
+PACKAGES = ("libnginx-mod-http-modsecurity", "modsecurity-crs")
+APT_LINE = "apt-get update && apt-get install -y " + " ".join(PACKAGES)
+MODULE = Path("/usr/lib/nginx/modules/ngx_http_modsecurity_module.so")
+# The package's pristine copy first: /etc/nginx/modsecurity.conf is a conffile a user may edit.
+RECOMMENDED = (
+    Path("/usr/share/nginx/docs/modsecurity/modsecurity.conf"),
+    Path("/etc/nginx/modsecurity.conf"),
+)
+UNICODE_MAP = Path("/etc/nginx/unicode.mapping")
+CRS_SETUP = Path("/etc/modsecurity/crs/crs-setup.conf")
+CRS_BEFORE = Path("/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf")
+CRS_RULES = Path("/usr/share/modsecurity-crs/rules")
+CRS_AFTER = Path("/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf")
+PARANOIA_LEVEL = 1
+ANOMALY_THRESHOLD = 5
+BLOCKED = 403
+START_TIMEOUT_S = 30.0
+# Identifies a replayed request in the audit log; a digit string no CRS PL1 rule looks at.
+REPLAY_HEADER = "x-gatewatch-replay"
+# Connection management is the replaying client's business, and the body is not in the log.
+DROPPED_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "expect",
+        REPLAY_HEADER,
+    }
+)
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+NOT_VISIBLE_ASCII = re.compile(r"[^\x21-\x7e]")
+TOTAL_SCORE = re.compile(r"Total Score: (\d+)")
+# CRS 3.3 allows GET HEAD POST OPTIONS only; 911100 adds the critical score (5) for any other.
+METHOD_RULE = "911100"
+METHOD_RULE_POINTS = 5
+# Rules that only report the verdict; the rules that scored are the ones worth listing.
+VERDICT_RULES = frozenset({"949110", "959100", "980130", "980140"})
+
+
+# --- the peer: nginx + ModSecurity + CRS ---------------------------------------------------------
+
+
+def missing_packages() -> list[str]:
+    missing = []
+    for pkg in PACKAGES:
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True
+        )
+        if out.returncode != 0 or "install ok installed" not in out.stdout:
+            missing.append(pkg)
+    return missing
+
+
+def recommended_conf(prefix: Path) -> str:
+    """The package's recommended modsecurity.conf with the engine on and every path in `prefix`.
+
+    Raises if a directive to change is not in the file (a new package layout must be looked at,
+    not silently run with DetectionOnly).
+    """
+    source = next((p for p in RECOMMENDED if p.is_file()), None)
+    if source is None:
+        raise StackError(f"no recommended modsecurity.conf in {', '.join(map(str, RECOMMENDED))}")
+    text = source.read_text()
+    overrides = {
+        "SecRuleEngine": "On",
+        "SecAuditLog": str(prefix / "audit.log"),
+        "SecTmpDir": f"{prefix / 'modsec'}/",
+        "SecDataDir": f"{prefix / 'modsec'}/",
+        "SecUnicodeMapFile": f"{UNICODE_MAP} 20127",
+        "SecStatusEngine": "Off",
+    }
+    for directive, value in overrides.items():
+        text, n = re.subn(rf"(?m)^{directive} .*$", f"{directive} {value}", text)
+        if n != 1:
+            raise StackError(f"{source}: expected one `{directive}` line, found {n}")
+    return text + "\nSecAuditLogFormat JSON\n"
+
+
+def rules_conf(prefix: Path, allowed_methods: str | None) -> str:
+    """What the Debian `owasp-crs.load` includes, with the paranoia level and threshold pinned."""
+    lines = [
+        f"Include {prefix / 'modsecurity.conf'}",
+        f"Include {CRS_SETUP}",
+        f'SecAction "id:900000,phase:1,nolog,pass,t:none,'
+        f'setvar:tx.paranoia_level={PARANOIA_LEVEL}"',
+        f'SecAction "id:900110,phase:1,nolog,pass,t:none,'
+        f"setvar:tx.inbound_anomaly_score_threshold={ANOMALY_THRESHOLD},"
+        f'setvar:tx.outbound_anomaly_score_threshold=4"',
+    ]
+    if allowed_methods:
+        lines.append(
+            f"SecAction \"id:900200,phase:1,nolog,pass,t:none,setvar:'tx.allowed_methods="
+            f"{allowed_methods}'\""
+        )
+    # libmodsecurity 3 has no IncludeOptional (the load file was written for Apache's module).
+    lines += [f"Include {CRS_BEFORE}"] if CRS_BEFORE.is_file() else []
+    lines.append(f"Include {CRS_RULES}/*.conf")
+    lines += [f"Include {CRS_AFTER}"] if CRS_AFTER.is_file() else []
+    return "\n".join(lines) + "\n"
+
+
+NGINX_CONF = """\
+load_module {module};
+{user}
+worker_processes {workers};
+error_log {prefix}/error.log warn;
+pid {prefix}/nginx.pid;
+
+events {{
+  worker_connections 4096;
+}}
+
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/tmp/body;
+  proxy_temp_path {prefix}/tmp/proxy;
+  fastcgi_temp_path {prefix}/tmp/fastcgi;
+  uwsgi_temp_path {prefix}/tmp/uwsgi;
+  scgi_temp_path {prefix}/tmp/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 600s;
+
+  upstream app {{
+    server 127.0.0.1:{app_port};
+    keepalive 64;
+  }}
+
+  server {{
+    listen 127.0.0.1:{port};
+    modsecurity on;
+    modsecurity_rules_file {prefix}/rules.conf;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+
+  server {{
+    listen 127.0.0.1:{app_port};
+    location / {{
+      return 200;
+    }}
+  }}
+}}
+"""
+
+
+@dataclass
+class ModSecurityNginx:
+    """nginx + ModSecurity + CRS on a free loopback port, from its own temp prefix."""
+
+    workers: int = 2
+    allowed_methods: str | None = None
+    port: int = 0
+    app_port: int = 0
+    prefix: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="gatewatch-msc-")))
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def audit_log(self) -> Path:
+        return self.prefix / "audit.log"
+
+    def start(self) -> ModSecurityNginx:
+        self.port = self.port or free_port()
+        self.app_port = self.app_port or free_port()
+        for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi", "modsec"):
+            (self.prefix / sub).mkdir(parents=True, exist_ok=True)
+        (self.prefix / "modsecurity.conf").write_text(recommended_conf(self.prefix))
+        (self.prefix / "rules.conf").write_text(rules_conf(self.prefix, self.allowed_methods))
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(
+                module=MODULE,
+                # Workers run as nobody otherwise, and could not write the audit log in a
+                # root-owned 0700 prefix.
+                user="user root;" if os.geteuid() == 0 else "",
+                workers=self.workers,
+                prefix=self.prefix,
+                port=self.port,
+                app_port=self.app_port,
+            )
+        )
+        nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+        if nginx is None:
+            raise StackError("nginx not found: apt-get install -y nginx")
+        with open(self.prefix / "stderr.log", "wb") as stderr:
+            self._proc = subprocess.Popen(
+                [nginx, "-p", str(self.prefix), "-c", str(conf), "-g", "daemon off;"],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+            )
+        try:
+            # Loading ~900 CRS rules takes a moment before the port opens.
+            wait_for_port(self.port, self._proc, START_TIMEOUT_S)
+        except StackError as exc:
+            errors = self.error_log()[-4000:]
+            self.close()
+            raise StackError(f"{exc}\n{errors}") from exc
+        return self
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the nginx workers have used so far."""
+        if self._proc is None:
+            return 0.0
+        master = self._proc.pid
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        ticks = 0
+        for pid in children:
+            with contextlib.suppress(FileNotFoundError):
+                # Fields after the parenthesised command name: utime and stime are 14 and 15.
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def error_log(self) -> str:
+        text = ""
+        for name in ("stderr.log", "error.log"):
+            path = self.prefix / name
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return text
+
+    def close(self, keep: bool = False) -> None:
+        if self._proc is not None:
+            stop_process(self._proc)
+        self._proc = None
+        if not keep:
+            shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+# --- the traffic ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Traffic:
+    """Requests ready for the wire, with what scoring needs about each (parallel lists)."""
+
+    wires: list[bytes] = field(default_factory=list)
+    times_ms: list[int] = field(default_factory=list)
+    subjects: list[tuple[str, ...]] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+def request_target(uri: str) -> str:
+    """The request line's target for a logged URI: bytes a client cannot send raw are
+    percent-encoded (a logged URI is normally already valid; a mangled one must not break the
+    connection).
+
+    >>> request_target("/v1/search?q=a b&x=é")
+    '/v1/search?q=a%20b&x=%C3%A9'
+    >>> request_target("v1/x")
+    '/v1/x'
+    """
+    target = NOT_VISIBLE_ASCII.sub(lambda m: quote(m.group(), safe=""), uri)
+    return target if target.startswith("/") else "/" + target
+
+
+def header_lines(headers: dict[str, Any]) -> list[str]:
+    """`name: value` lines for the logged headers worth re-sending (repeated ones repeated).
+
+    >>> header_lines({"accept": "*/*", "x-a": ["1", "2"], "content-length": "9", "bad name": "x"})
+    ['accept: */*', 'x-a: 1', 'x-a: 2']
+    """
+    lines = []
+    for name, value in headers.items():
+        lower = str(name).lower()
+        if lower in DROPPED_HEADERS or not TOKEN.match(lower):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            text = str(item).replace("\r", " ").replace("\n", " ").replace("\0", " ")
+            lines.append(f"{lower}: {text}")
+    return lines
+
+
+def query_string(query: dict[str, Any]) -> str:
+    """A query string for Kong's logged `querystring` (a bare flag is `true`, repeats a list).
+
+    >>> query_string({"q": "a b&c", "flag": True, "id": ["1", "2"]})
+    'q=a%20b%26c&flag&id=1&id=2'
+    """
+    parts = []
+    for name, value in query.items():
+        for item in value if isinstance(value, list) else [value]:
+            key = quote(str(name), safe="")
+            parts.append(key if item is True else f"{key}={quote(str(item), safe='')}")
+    return "&".join(parts)
+
+
+def to_wire(entry: dict[str, Any], index: int) -> tuple[bytes, int, tuple[str, ...]]:
+    """One Kong http-log entry as (HTTP/1.1 request bytes, started_at ms, subjects).
+
+    Raises ValueError with the reason when the entry lacks what a replay needs.
+
+    >>> wire, t, subjects = to_wire({"request": {"method": "POST", "uri": "/login",
+    ...     "headers": {"host": "api"}}, "client_ip": "192.0.2.1", "started_at": 5,
+    ...     "consumer": {"id": "c1"}}, 7)
+    >>> wire.decode().splitlines()
+    ['POST /login HTTP/1.1', 'host: api', 'content-length: 0', 'x-gatewatch-replay: 7', '']
+    >>> t, subjects
+    (5, ('ip:192.0.2.1', 'consumer:c1'))
+    """
+    request = entry.get("request")
+    if not isinstance(request, dict):
+        raise ValueError("no request object")
+    method, uri = request.get("method"), request.get("uri")
+    if not isinstance(method, str) or not TOKEN.match(method):
+        raise ValueError("no usable request.method")
+    if not isinstance(uri, str) or not uri:
+        raise ValueError("no request.uri")
+    started = entry.get("started_at")
+    if not isinstance(started, int | float) or isinstance(started, bool):
+        raise ValueError("no started_at")
+    query = request.get("querystring")
+    if "?" not in uri and isinstance(query, dict) and query:
+        uri += "?" + query_string(query)  # a log whose uri is the path alone
+    headers = request.get("headers")
+    lines = header_lines(headers if isinstance(headers, dict) else {})
+    if not any(line.startswith("host: ") for line in lines):
+        lines.insert(0, "host: api.example")
+    if method.upper() in BODY_METHODS:
+        lines.append("content-length: 0")
+    lines.append(f"{REPLAY_HEADER}: {index}")
+    head = f"{method} {request_target(uri)} HTTP/1.1\r\n" + "\r\n".join(lines) + "\r\n\r\n"
+    subjects = []
+    if isinstance(ip := entry.get("client_ip"), str) and ip:
+        subjects.append(f"ip:{ip}")
+    consumer = entry.get("consumer")
+    if isinstance(consumer, dict) and isinstance(cid := consumer.get("id"), str) and cid:
+        subjects.append(f"consumer:{cid}")
+    return head.encode("utf-8", "replace"), int(started), tuple(subjects)
+
+
+def load_traffic(path: Path, limit: int | None = None) -> Traffic:
+    """The entries of a `traffic.ndjson` (bad lines counted by reason and skipped)."""
+    traffic = Traffic()
+    with path.open("rb") as f:
+        for line in f:
+            if limit is not None and len(traffic.wires) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                entry = orjson.loads(line)
+                if not isinstance(entry, dict):
+                    raise ValueError("not a JSON object")
+                wire, t, subjects = to_wire(entry, len(traffic.wires))
+            except orjson.JSONDecodeError:
+                traffic.skipped["not JSON"] += 1
+                continue
+            except ValueError as exc:
+                traffic.skipped[str(exc)] += 1
+                continue
+            traffic.wires.append(wire)
+            traffic.times_ms.append(t)
+            traffic.subjects.append(subjects)
+    if traffic.skipped:
+        log.warning("traffic.skipped", path=str(path), reasons=dict(traffic.skipped))
+    return traffic
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    id: str
+    scenario: str
+    subjects: frozenset[str]
+    start_ms: int
+    end_ms: int
+
+
+def load_episodes(path: Path) -> list[Episode]:
+    """The episodes of a `labels.json`; a malformed one is a clear error naming it."""
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from exc
+    raw = doc.get("episodes") if isinstance(doc, dict) else None
+    if not isinstance(raw, list):
+        raise ValueError(f"{path}: no `episodes` list")
+    episodes = []
+    for i, ep in enumerate(raw):
+        try:
+            episodes.append(
+                Episode(
+                    id=str(ep["id"]),
+                    scenario=str(ep["scenario"]),
+                    subjects=frozenset(str(s) for s in ep["subjects"]),
+                    start_ms=int(ep["start_ms"]),
+                    end_ms=int(ep["end_ms"]),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: episode {i} is malformed ({exc!r})") from exc
+    return episodes
+
+
+# --- the replay ----------------------------------------------------------------------------------
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """(status, server closes) of one response, its body read and discarded."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length, chunked, close = 0, False, False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name, value = name.strip().lower(), value.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value
+        elif name == b"connection":
+            close = value == b"close"
+    if chunked:
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            await reader.readexactly(size + 2)
+        await reader.readuntil(b"\r\n")  # no trailers from nginx: the empty line
+    elif length:
+        await reader.readexactly(length)
+    return status, close
+
+
+class _Connection:
+    """One keep-alive connection, reopened when nginx closes it."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def send(self, wire: bytes) -> int:
+        for attempt in range(2):
+            if self.stream is None:
+                self.stream = await asyncio.open_connection("127.0.0.1", self.port)
+            reader, writer = self.stream
+            try:
+                writer.write(wire)
+                status, close = await _read_response(reader)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                # Closed under us (between two requests): resend once on a new connection.
+                self.close()
+                if attempt:
+                    raise
+                continue
+            if close:
+                self.close()
+            return status
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream[1].close()
+        self.stream = None
+
+
+async def replay(
+    port: int, wires: Sequence[bytes], connections: int, on_done: Callable[[int], None]
+) -> list[int]:
+    """Send every request over `connections` keep-alive connections; the status of each."""
+    statuses = [0] * len(wires)
+    pending: Iterator[int] = iter(range(len(wires)))
+
+    async def run() -> None:
+        conn = _Connection(port)
+        done = 0
+        try:
+            for i in pending:  # one iterator shared by all connections: each request sent once
+                statuses[i] = await conn.send(wires[i])
+                done += 1
+                if done % 500 == 0:
+                    on_done(500)
+            on_done(done % 500)
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(run() for _ in range(connections)))
+    return statuses
+
+
+def run_replay(
+    gateway: ModSecurityNginx, wires: Sequence[bytes], connections: int, what: str
+) -> tuple[list[int], float]:
+    """Statuses of all requests and the wall time, with a progress bar on a terminal."""
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task(what, total=len(wires))
+        started = time.monotonic()
+        statuses = asyncio.run(
+            replay(gateway.port, wires, connections, lambda n: progress.advance(task, n))
+        )
+        return statuses, time.monotonic() - started
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    rules: tuple[str, ...]  # the rules that scored, verdict rules left out
+    messages: dict[str, str]  # rule id -> message
+    score: int | None  # the inbound anomaly score when CRS blocked
+
+
+def read_audit(path: Path) -> dict[int, AuditEntry]:
+    """Audit log entries by replay index (the last one wins if a request was resent)."""
+    out: dict[int, AuditEntry] = {}
+    if not path.exists():
+        return out
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                tx = orjson.loads(line)["transaction"]
+                headers = {k.lower(): v for k, v in tx["request"]["headers"].items()}
+                index = int(headers[REPLAY_HEADER])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # a request we did not send, or a torn line
+            messages: dict[str, str] = {}
+            score = None
+            for msg in tx.get("messages") or []:
+                rule = str(msg.get("details", {}).get("ruleId", ""))
+                if rule == "949110" and (m := TOTAL_SCORE.search(msg.get("message", ""))):
+                    score = int(m.group(1))
+                if rule and rule not in VERDICT_RULES:
+                    messages[rule] = str(msg.get("message", ""))
+            out[index] = AuditEntry(tuple(sorted(messages)), messages, score)
+    return out
+
+
+# --- scoring -------------------------------------------------------------------------------------
+
+
+def nearest_rank(values: Sequence[float], q: float) -> float | None:
+    """The q-quantile by nearest rank (None for no values).
+
+    >>> nearest_rank([3.0, 1.0, 2.0], 0.5), nearest_rank([1.0, 2.0], 0.9), nearest_rank([], 0.5)
+    (2.0, 2.0, None)
+    """
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def score_run(
+    times_ms: Sequence[int],
+    subjects: Sequence[tuple[str, ...]],
+    flagged: Sequence[bool],
+    episodes: Sequence[Episode],
+    end_ms: int | None = None,
+) -> dict[str, Any]:
+    """Per scenario detection and benign false positives of per-request verdicts.
+
+    `end_ms` is the end of the run (default: the last request).
+
+    >>> eps = [Episode("e1", "scan", frozenset({"ip:6.6.6.6"}), 10_000, 20_000)]
+    >>> r = score_run([0, 12_000, 15_000, 3_600_000], [("ip:1.1.1.1",), ("ip:6.6.6.6",),
+    ...     ("ip:6.6.6.6",), ("ip:2.2.2.2", "consumer:c")], [False, False, True, True], eps)
+    >>> r["scenarios"]["scan"]["detected"], r["scenarios"]["scan"]["median_time_to_detect_s"]
+    (1, 5.0)
+    >>> b = r["benign"]
+    >>> b["subjects"], b["false_positive_subjects"], b["subject_hours"]
+    (3, 2, 1.0)
+    """
+    attackers = frozenset().union(*(e.subjects for e in episodes)) if episodes else frozenset()
+    by_subject: dict[str, list[Episode]] = {}
+    for ep in episodes:
+        for s in ep.subjects:
+            by_subject.setdefault(s, []).append(ep)
+    end = end_ms if end_ms is not None else max(times_ms, default=0)
+
+    first_flag: dict[str, int] = {}  # episode id -> time of its first blocked request
+    ep_requests: Counter[str] = Counter()
+    ep_flagged: Counter[str] = Counter()
+    first_seen: dict[str, int] = {}
+    fp_subjects: set[str] = set()
+    benign_requests = benign_flagged = outside = outside_flagged = 0
+    for t, subs, hit in zip(times_ms, subjects, flagged, strict=True):
+        for s in subs:
+            if s not in attackers and (s not in first_seen or t < first_seen[s]):
+                first_seen[s] = t
+        owners = {
+            ep.id: ep for s in subs for ep in by_subject.get(s, ()) if ep.start_ms <= t <= ep.end_ms
+        }
+        for eid in owners:
+            ep_requests[eid] += 1
+            if hit:
+                ep_flagged[eid] += 1
+                if eid not in first_flag or t < first_flag[eid]:
+                    first_flag[eid] = t
+        if owners:
+            continue
+        if any(s in attackers for s in subs):
+            # An attacker subject outside its episodes: neither attack nor benign traffic.
+            outside += 1
+            outside_flagged += hit
+            continue
+        benign_requests += 1
+        if hit:
+            benign_flagged += 1
+            fp_subjects.update(subs)
+
+    scenarios: dict[str, dict[str, Any]] = {}
+    for ep in episodes:
+        row = scenarios.setdefault(
+            ep.scenario,
+            {"episodes": 0, "detected": 0, "requests": 0, "requests_flagged": 0, "_ttd": []},
+        )
+        row["episodes"] += 1
+        row["requests"] += ep_requests[ep.id]
+        row["requests_flagged"] += ep_flagged[ep.id]
+        if ep.id in first_flag:
+            row["detected"] += 1
+            row["_ttd"].append(max(0, first_flag[ep.id] - ep.start_ms) / 1000)
+    for row in scenarios.values():
+        ttd = row.pop("_ttd")
+        row["recall"] = round(row["detected"] / row["episodes"], 4)
+        row["median_time_to_detect_s"] = statistics.median(ttd) if ttd else None
+        row["p90_time_to_detect_s"] = nearest_rank(ttd, 0.9)
+
+    hours = sum(max(0, end - t0) for t0 in first_seen.values()) / 3_600_000
+    return {
+        "requests": len(times_ms),
+        "requests_flagged": sum(flagged),
+        "scenarios": dict(sorted(scenarios.items())),
+        "benign": {
+            "requests": benign_requests,
+            "requests_flagged": benign_flagged,
+            "subjects": len(first_seen),
+            "subjects_by_kind": dict(Counter(s.partition(":")[0] for s in first_seen)),
+            "false_positive_subjects": len(fp_subjects),
+            "false_positive_subjects_by_kind": dict(
+                Counter(s.partition(":")[0] for s in fp_subjects)
+            ),
+            "subject_hours": round(hours, 3),
+            "fp_per_1000_subject_hours": round(1000 * len(fp_subjects) / hours, 3)
+            if hours
+            else None,
+        },
+        "attacker_requests_outside_episodes": outside,
+        "attacker_requests_outside_episodes_flagged": outside_flagged,
+    }
+
+
+def without_method_policy(flagged: Sequence[bool], audit: dict[int, AuditEntry]) -> list[bool]:
+    """The verdicts had CRS allowed PUT, PATCH and DELETE (as a REST API must): a request blocked
+    by 911100's points alone passes. Exact in anomaly scoring mode, where 911100 only adds its
+    points to the score that 949110 compares with the threshold.
+
+    >>> audit = {0: AuditEntry(("911100",), {}, 5), 1: AuditEntry(("911100", "942100"), {}, 10)}
+    >>> without_method_policy([True, True, True, False], audit)
+    [False, True, True, False]
+    """
+    out = []
+    for i, hit in enumerate(flagged):
+        entry = audit.get(i)
+        if hit and entry and METHOD_RULE in entry.rules and entry.score is not None:
+            hit = entry.score - METHOD_RULE_POINTS >= ANOMALY_THRESHOLD
+        out.append(hit)
+    return out
+
+
+def benign_rules(
+    traffic: Traffic, flagged: Sequence[bool], episodes: Sequence[Episode],
+    audit: dict[int, AuditEntry],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Which CRS rules scored on the blocked benign requests (one count per request and rule)."""
+    attackers = frozenset().union(*(e.subjects for e in episodes)) if episodes else frozenset()
+    counts: Counter[str] = Counter()
+    messages: dict[str, str] = {}
+    example: dict[str, str] = {}
+    for i, hit in enumerate(flagged):
+        if not hit or any(s in attackers for s in traffic.subjects[i]):
+            continue
+        entry = audit.get(i)
+        for rule in entry.rules if entry else ("(not in the audit log)",):
+            counts[rule] += 1
+            if entry:
+                messages.setdefault(rule, entry.messages[rule])
+            example.setdefault(rule, traffic.wires[i].split(b"\r\n", 1)[0].decode()[:120])
+    return [
+        {"rule": r, "requests": n, "message": messages.get(r, ""), "example": example[r]}
+        for r, n in counts.most_common()
+    ]
+
+
+def crs_corpus_figures(
+    cases: Sequence[Any], flagged: dict[tuple[int, int], bool]
+) -> dict[str, Any]:
+    """Blocked share of the observable attack cases per CRS family, and of the negative ones."""
+    from pipeline.evaluation.crs import CORE
+
+    categories: dict[str, dict[str, Any]] = {}
+    negatives = negatives_flagged = core = core_hit = not_observable = 0
+    for case in cases:
+        if not case.observable:
+            not_observable += 1
+            continue
+        hit = flagged.get((case.rule_id, case.test_id))
+        if hit is None:
+            continue
+        if case.polarity == "negative":
+            negatives += 1
+            negatives_flagged += hit
+            continue
+        row = categories.setdefault(
+            f"{case.family} {case.category}", {"attacks": 0, "detected": 0, "recall": 0.0}
+        )
+        row["attacks"] += 1
+        row["detected"] += hit
+        if case.family in CORE:
+            core += 1
+            core_hit += hit
+    for row in categories.values():
+        row["recall"] = round(row["detected"] / row["attacks"], 4)
+    return {
+        "categories": dict(sorted(categories.items())),
+        "core_attacks": core,
+        "core_detected": core_hit,
+        "combined_recall": round(core_hit / core, 4) if core else 0.0,
+        "negatives": negatives,
+        "negatives_flagged": negatives_flagged,
+        "negative_rate": round(negatives_flagged / negatives, 4) if negatives else 0.0,
+        "not_observable": not_observable,
+    }
+
+
+def run_crs_corpus(gateway: ModSecurityNginx, connections: int) -> dict[str, Any]:
+    from pipeline.evaluation.crs import load_cases
+
+    cases = [c for c in load_cases() if not c.observable or c.polarity in ("attack", "negative")]
+    replayable = [c for c in cases if c.observable]
+    wires = []
+    for i, case in enumerate(replayable):
+        entry = {
+            "request": {"method": case.method, "uri": case.uri, "headers": case.headers},
+            "started_at": 0,
+        }
+        wires.append(to_wire(entry, -1 - i)[0])  # negative ids: apart from the traffic's
+    statuses, _ = run_replay(gateway, wires, connections, "CRS corpus")
+    flagged = {
+        (c.rule_id, c.test_id): s == BLOCKED for c, s in zip(replayable, statuses, strict=True)
+    }
+    return crs_corpus_figures(cases, flagged)
+
+
+# --- gatewatch's side and the report -------------------------------------------------------------
+
+
+def gatewatch_figures(traffic_dir: Path) -> dict[str, Any] | None:
+    """gatewatch's evaluation of the same run, or None while `pipeline.evaluation.score` is not
+    in the tree."""
+    try:
+        from pipeline.evaluation.score import evaluate_run
+    except ImportError:
+        log.warning("gatewatch.evaluation_missing", module="pipeline.evaluation.score")
+        return None
+    result: dict[str, Any] = evaluate_run(
+        traffic_dir / "traffic.ndjson", traffic_dir / "labels.json"
+    )
+    return result
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def side_by_side(modsec: dict[str, Any], ours: dict[str, Any] | None) -> list[Table]:
+    """The comparison tables: detection per scenario, then benign false positives.
+
+    `ours` is `pipeline.evaluation.score.evaluate_run`'s dict: {"scenarios": {name: {episodes,
+    detected, recall, median_time_to_detect_s, p90_time_to_detect_s}}, "benign": {subject_hours,
+    false_positive_subjects, fp_per_1000_subject_hours}}; None shows ModSecurity alone.
+    """
+    detection = Table(title="Attack episodes detected (ModSecurity: any request blocked)")
+    detection.add_column("scenario")
+    detection.add_column("episodes", justify="right")
+    if ours is not None:
+        for col in ("gatewatch detected", "recall", "median s", "p90 s"):
+            detection.add_column(col, justify="right", style="cyan")
+    for col in ("ModSecurity detected", "recall", "median s", "p90 s", "requests blocked"):
+        detection.add_column(col, justify="right", style="magenta")
+    our_scenarios = (ours or {}).get("scenarios", {})
+    for name in sorted(set(modsec["scenarios"]) | set(our_scenarios)):
+        theirs = modsec["scenarios"].get(name, {})
+        mine = our_scenarios.get(name, {})
+        row = [name, _fmt(theirs.get("episodes", mine.get("episodes")))]
+        if ours is not None:
+            row += [_fmt(mine.get(k)) for k in ("detected", "recall")]
+            row += [_fmt(mine.get(k)) for k in ("median_time_to_detect_s", "p90_time_to_detect_s")]
+        row += [_fmt(theirs.get(k)) for k in ("detected", "recall")]
+        row += [_fmt(theirs.get(k)) for k in ("median_time_to_detect_s", "p90_time_to_detect_s")]
+        row.append(f"{_fmt(theirs.get('requests_flagged'))} / {_fmt(theirs.get('requests'))}")
+        detection.add_row(*row)
+
+    benign = Table(title="Benign traffic: false positives")
+    benign.add_column("")
+    benign.add_column("subject-hours", justify="right")
+    benign.add_column("FP subjects", justify="right")
+    benign.add_column("FP / 1000 subject-hours", justify="right")
+    benign.add_column("requests blocked", justify="right")
+    if ours is not None:
+        b = ours.get("benign", {})
+        benign.add_row(
+            "gatewatch",
+            *(_fmt(b.get(k)) for k in ("subject_hours", "false_positive_subjects")),
+            _fmt(b.get("fp_per_1000_subject_hours")),
+            "-",
+            style="cyan",
+        )
+    m = modsec["benign"]
+    benign.add_row(
+        "ModSecurity + CRS PL1",
+        _fmt(m["subject_hours"]),
+        f"{_fmt(m['false_positive_subjects'])} of {_fmt(m['subjects'])}",
+        _fmt(m["fp_per_1000_subject_hours"]),
+        f"{_fmt(m['requests_flagged'])} / {_fmt(m['requests'])}",
+        style="magenta",
+    )
+    if (r := modsec.get("rest_methods_allowed")) is not None:
+        rb = r["benign"]
+        benign.add_row(
+            "  same, PUT/PATCH/DELETE allowed*",
+            _fmt(rb["subject_hours"]),
+            f"{_fmt(rb['false_positive_subjects'])} of {_fmt(rb['subjects'])}",
+            _fmt(rb["fp_per_1000_subject_hours"]),
+            f"{_fmt(rb['requests_flagged'])} / {_fmt(rb['requests'])}",
+            style="magenta",
+        )
+        benign.caption = (
+            "* CRS's tx.allowed_methods is GET HEAD POST OPTIONS: a REST API adds the others. "
+            "Derived from the audit log (911100's 5 points taken off each score)."
+        )
+    return [detection, benign]
+
+
+def rules_table(rules: list[dict[str, Any]], limit: int = 12) -> Table:
+    table = Table(title="CRS rules that scored on blocked benign requests")
+    for col in ("rule", "requests", "message", "example request"):
+        table.add_column(col, overflow="fold")
+    for r in rules[:limit]:
+        table.add_row(r["rule"], _fmt(r["requests"]), r["message"], r["example"])
+    return table
+
+
+def crs_table(modsec: dict[str, Any], ours: dict[str, Any] | None) -> Table:
+    table = Table(title="CRS regression corpus, query-string cases (recall = share blocked)")
+    table.add_column("family")
+    table.add_column("attacks", justify="right")
+    if ours is not None:
+        table.add_column("gatewatch recall", justify="right", style="cyan")
+    table.add_column("ModSecurity recall", justify="right", style="magenta")
+    mine = (ours or {}).get("categories", {})
+    for name, row in modsec["categories"].items():
+        cells = [name, _fmt(row["attacks"])]
+        if ours is not None:
+            cells.append(_fmt(mine.get(name, {}).get("recall")))
+        cells.append(_fmt(row["recall"]))
+        table.add_row(*cells)
+    cells = ["SQLi+XSS+LFI+RCE", _fmt(modsec["core_attacks"])]
+    if ours is not None:
+        cells.append(_fmt(ours.get("combined_recall")))
+    table.add_row(*cells, _fmt(modsec["combined_recall"]), style="bold")
+    cells = ["negative tests flagged", _fmt(modsec["negatives"])]
+    if ours is not None:
+        cells.append(_fmt(ours.get("negative_rate")))
+    table.add_row(*cells, _fmt(modsec["negative_rate"]))
+    return table
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def simulated_run(seed: int, minutes: float, out: Path) -> Path:
+    try:
+        from pipeline.simulator import simulate  # type: ignore[attr-defined]  # not merged yet
+    except ImportError as exc:
+        raise SystemExit(
+            f"--seed/--minutes need pipeline.simulator ({exc}); use --traffic"
+        ) from exc
+    simulate(out, seed=seed, minutes=minutes)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--traffic", type=Path, help="a simulator output folder")
+    source.add_argument("--seed", type=int, help="simulate a run with this seed (and --minutes)")
+    parser.add_argument("--minutes", type=float, default=20.0, help="simulated minutes (--seed)")
+    parser.add_argument("--limit", type=int, help="replay at most this many requests")
+    parser.add_argument("--crs", action="store_true", help="also the CRS query-string corpus")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="nginx workers")
+    parser.add_argument("--connections", type=int, default=32, help="client connections")
+    parser.add_argument(
+        "--allowed-methods",
+        help="CRS tx.allowed_methods (default CRS: GET HEAD POST OPTIONS; a REST API would add "
+        "PUT PATCH DELETE)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep nginx's prefix (audit log)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    configure_logging("info")
+    console = Console()
+
+    if missing := missing_packages():
+        console.print(f"[red]missing Debian packages: {' '.join(missing)}[/]\n  {APT_LINE}")
+        raise SystemExit(2)
+    if args.limit is not None and args.limit <= 0:
+        parser.error("--limit must be positive")
+    if args.minutes <= 0:
+        parser.error("--minutes must be positive")
+
+    with contextlib.ExitStack() as stack:
+        if args.traffic is not None:
+            folder = args.traffic
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="gatewatch-sim-"))
+            folder = simulated_run(args.seed, args.minutes, Path(tmp))
+        for name in ("traffic.ndjson", "labels.json"):
+            if not (folder / name).is_file():
+                raise SystemExit(f"{folder}: no {name} (expected a simulator output folder)")
+        try:
+            episodes = load_episodes(folder / "labels.json")
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from exc
+        traffic = load_traffic(folder / "traffic.ndjson", args.limit)
+        if not traffic.wires:
+            raise SystemExit(f"{folder / 'traffic.ndjson'}: no replayable request")
+
+        gateway = ModSecurityNginx(workers=args.workers, allowed_methods=args.allowed_methods)
+        gateway.start()
+        stack.callback(gateway.close, args.keep)
+        if args.keep:
+            console.print(f"nginx prefix kept: {gateway.prefix}", style="dim")
+        client0, nginx0 = time.process_time(), gateway.cpu_s()
+        statuses, wall_s = run_replay(gateway, traffic.wires, args.connections, "replay")
+        client_cpu_s, nginx_cpu_s = time.process_time() - client0, gateway.cpu_s() - nginx0
+        crs = run_crs_corpus(gateway, args.connections) if args.crs else None
+        audit = read_audit(gateway.audit_log)
+        ours = gatewatch_figures(folder)
+
+    flagged = [s == BLOCKED for s in statuses]
+    modsec = score_run(traffic.times_ms, traffic.subjects, flagged, episodes)
+    modsec["statuses"] = {str(k): v for k, v in sorted(Counter(statuses).items())}
+    modsec["benign_rules"] = benign_rules(traffic, flagged, episodes, audit)
+    modsec["skipped_entries"] = dict(traffic.skipped)
+    if not args.allowed_methods:
+        rest = without_method_policy(flagged, audit)
+        modsec["rest_methods_allowed"] = score_run(
+            traffic.times_ms, traffic.subjects, rest, episodes
+        )
+    if crs is not None:
+        modsec["crs_corpus"] = crs
+    ours_crs = None
+    if crs is not None:
+        with contextlib.suppress(ImportError):
+            from pipeline.evaluation.crs import crs_report
+
+            ours_crs = crs_report()
+    config = {
+        "modsecurity": "libmodsecurity 3 (Debian libnginx-mod-http-modsecurity)",
+        "crs": "Debian modsecurity-crs (3.3)",
+        "paranoia_level": PARANOIA_LEVEL,
+        "inbound_anomaly_score_threshold": ANOMALY_THRESHOLD,
+        "allowed_methods": args.allowed_methods or "CRS default",
+        "traffic": str(folder),
+        "requests": len(traffic.wires),
+        "replay_s": round(wall_s, 2),
+        "requests_per_s": round(len(traffic.wires) / wall_s, 1) if wall_s else None,
+        "nginx_workers": args.workers,
+        "client_connections": args.connections,
+        "client_cpu_s": round(client_cpu_s, 2),
+        "nginx_cpu_s": round(nginx_cpu_s, 2),
+        # What ModSecurity + CRS cost inline, per request (nginx's proxying included).
+        "nginx_cpu_ms_per_request": round(1000 * nginx_cpu_s / len(traffic.wires), 3),
+    }
+
+    if args.json:
+        print(orjson.dumps({"modsecurity": modsec, "gatewatch": ours, "config": config}).decode())
+        return
+    for table in side_by_side(modsec, ours):
+        console.print(table)
+    if modsec["benign_rules"]:
+        console.print(rules_table(modsec["benign_rules"]))
+    if crs is not None:
+        console.print(crs_table(crs, ours_crs))
+    console.print(
+        f"{config['requests']:,} requests replayed in {config['replay_s']} s "
+        f"({config['requests_per_s']:,} req/s, {args.workers} nginx workers, "
+        f"{args.connections} connections); statuses {modsec['statuses']}",
+        style="dim",
+    )
+
+
+if __name__ == "__main__":
+    main()
