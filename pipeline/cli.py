@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.config import Settings
+from pipeline.evaluation.cli import evaluate_command, replay_command
 from pipeline.logs import configure_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -336,6 +337,10 @@ def demo(
         _print_summary(console, result)
     ok = set(result.attack_subjects) <= set(result.blocked_subjects) and result.false_blocks == 0
     raise typer.Exit(0 if ok else 1)
+
+
+app.command("replay")(replay_command)
+app.command("evaluate")(evaluate_command)
 
 
 def _print_summary(console: Console, result: object) -> None:
