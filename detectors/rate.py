@@ -79,7 +79,7 @@ class RateAnomaly:
         ratio: float = 4.0,
         min_rate: float = 30.0,
         cold_limit: float = 150.0,
-        slow_ratio: float = 10.0,
+        slow_ratio: float = 8.0,
         slow_windows: int = 300,
     ) -> None:
         self.warmup_windows = warmup_windows

@@ -89,7 +89,10 @@ class Baseline:
     def learn(self, w: WindowFeatures) -> None:
         self.rate_mean.update(w.requests)
         self.rate_var.update(w.requests)
-        self.rate_slow.update(w.requests)
+        # The slow memory may grow at most 2x+1 per window learned: a ramp raises it by about
+        # e-fold per ten minutes however steep it is, a real daily rise never notices.
+        slow = self.rate_slow.get()
+        self.rate_slow.update(w.requests if self.windows == 0 else min(w.requests, 2 * slow + 1))
         if w.requests:
             self.error_ratio.update(w.error_ratio)
             self.auth_failure_ratio.update(w.auth_failure_ratio)

@@ -14,7 +14,7 @@ import faust
 from redis.asyncio import Redis
 
 from pipeline.config import Settings
-from pipeline.decisions import RedisDecisions
+from pipeline.decisions import Overrides, RedisDecisions
 from pipeline.kafka import make_producer
 from pipeline.worker.processor import build_processor
 from pipeline.worker.runtime import WorkerRuntime
@@ -49,6 +49,7 @@ def create_worker_app(settings: Settings) -> faust.App:
         decisions_topic=settings.topics.decisions,
         dlq_topic=settings.topics.dlq,
         max_subjects=settings.max_subjects,
+        overrides=Overrides(redis, settings.redis_prefix),
     )
     topic = app.topic(
         settings.topics.events,

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from pipeline import envelopes
-from pipeline.decisions import Decision, RedisDecisions
+from pipeline.decisions import Decision, Overrides, RedisDecisions
 from pipeline.events import Reject
 from pipeline.kafka import DeadLetters
 from pipeline.retry import until_done
@@ -28,6 +28,7 @@ __all__ = ["WorkerRuntime"]
 
 log = structlog.get_logger(__name__)
 MAX_BACKOFF_S = 5.0
+OVERRIDES_REFRESH_S = 5.0
 
 
 class WorkerRuntime(Service):
@@ -41,6 +42,7 @@ class WorkerRuntime(Service):
         decisions_topic: str,
         dlq_topic: str,
         max_subjects: int,
+        overrides: Overrides | None = None,
     ) -> None:
         super().__init__()
         self.processor = processor
@@ -51,8 +53,21 @@ class WorkerRuntime(Service):
         self.decisions_topic = decisions_topic
         self.dlq_topic = dlq_topic
         self.max_subjects = max_subjects
+        self.overrides = overrides
         self.stores: dict[int, StateStore] = {}
         self.ready = asyncio.Event()
+
+    @Service.timer(OVERRIDES_REFRESH_S)
+    async def _refresh_overrides(self) -> None:
+        """An operator's allow-override must also stop new decisions, not only their enforcement."""
+        if self.overrides is None:
+            return
+        try:
+            current = await self.overrides.all()
+        except (RedisError, OSError) as exc:
+            log.warning("worker.overrides_unavailable", error=str(exc))
+            return  # keep the last known set
+        self.processor.allowed = frozenset(current["allow"])
 
     async def on_start(self) -> None:
         self.producer = self.producer_factory()

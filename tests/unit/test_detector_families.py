@@ -1,0 +1,210 @@
+"""The behavioural detector families through the processor: what they catch, what they leave alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from detectors import Fusion, Policy, RoutePolicy, default_detectors
+from pipeline.decisions import Decision
+from pipeline.events import GatewayEvent
+from pipeline.worker.processor import Processor, StateStore
+from tests.unit.conftest import T0_MS, make_event
+
+CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36"
+
+
+def run(events: Iterable[GatewayEvent], processor: Processor | None = None,
+        batch: int = 50) -> list[Decision]:
+    processor = processor or Processor(default_detectors(), Fusion(), mode="enforce",
+                                       event_clock=True)
+    store = StateStore(100_000)
+    ordered = sorted(events, key=lambda e: e.ts_ms)
+    out: list[Decision] = []
+    for i in range(0, len(ordered), batch):
+        out += processor.process(ordered[i : i + batch], store)
+    return out
+
+
+def acting(decisions: list[Decision]) -> dict[str, str]:
+    return {d.subject: d.action for d in decisions if d.action in ("challenge", "block")}
+
+
+def login(ip: str, at_s: float, status: int, ua: str = CHROME, fp: str = "h1") -> GatewayEvent:
+    return make_event(ts_ms=T0_MS + int(at_s * 1000), client_ip=ip, method="POST", path="/login",
+                      route="/login", status=status, user_agent=ua, header_fingerprint=fp)
+
+
+def benign_logins(seconds: int) -> list[GatewayEvent]:
+    """People logging in from everywhere, each with their own browser; one in eight mistypes once."""
+    out = []
+    for i in range(seconds // 2):
+        ip = f"10.{i % 200}.{i % 7}.{i % 250}"
+        ua = f"{CHROME} build/{i % 40}"
+        if i % 8 == 0:
+            out.append(login(ip, 2 * i, 401, ua, fp=f"f{i % 5}"))
+        out.append(login(ip, 2 * i + 1, 200, ua, fp=f"f{i % 5}"))
+    return out
+
+
+def test_distributed_stuffing_is_caught_by_its_shared_trait_and_ranges() -> None:
+    attack = [
+        login(f"203.0.{113 + i % 10}.{i // 10}", 120 + i * 0.25, 401 if i % 30 else 200,
+              ua="python-httpx/0.27", fp="tool")
+        for i in range(400)  # 400 addresses in ten /24s, one attempt each, 100 s
+    ]
+    decisions = run(benign_logins(400) + attack)
+    hit = acting(decisions)
+    ranges = {s for s in hit if s.endswith("/24")}
+    assert ranges and all(s.startswith("ip:203.0.") for s in ranges)
+    assert all(s.startswith("ip:203.0.") for s in hit)  # no benign address or range
+    first = min(d.updated_at for d in decisions if d.subject in hit)
+    assert first - (T0_MS + 120_000) < 10_000  # within 10 s of the campaign's start
+    assert any("campaign" in r or "range" in r for d in decisions for r in d.reasons)
+
+
+def test_one_stuffing_address_does_not_condemn_its_range() -> None:
+    hit = acting(run(login("198.51.100.7", i * 0.3, 401) for i in range(40)))
+    assert hit == {"ip:198.51.100.7": "block"}
+
+
+def walk(ip: str, start_s: float, n: int, every_s: float, status: int, *, sequential: bool,
+         ua: str = "python-requests/2.31.0", consumer: str | None = None) -> list[GatewayEvent]:
+    return [
+        make_event(ts_ms=T0_MS + int((start_s + i * every_s) * 1000), client_ip=ip,
+                   consumer=consumer, path=f"/accounts/{(1000 + i) if sequential else (i * 7919) % 100_003}",
+                   route="/accounts/{id}", status=status, user_agent=ua)
+        for i in range(n)
+    ]
+
+
+def test_bola_enumeration_is_blocked_and_reasoned() -> None:
+    decisions = run(walk("203.0.113.9", 0, 80, 0.2, 403, sequential=True))
+    [d] = [d for d in decisions if d.action == "block"]
+    assert d.subject == "ip:203.0.113.9" and "403/404" in d.reasons[0]
+
+
+def test_scraping_by_an_anonymous_client_is_challenged_within_seconds() -> None:
+    decisions = run(walk("203.0.113.10", 0, 200, 0.1, 200, sequential=False))
+    first = min(d.updated_at for d in decisions if d.action in ("challenge", "block"))
+    assert first - T0_MS <= 12_000
+    assert any("distinct objects" in r for d in decisions for r in d.reasons)
+
+
+def test_a_carrier_nat_reading_many_objects_is_not_scraping() -> None:
+    events = []
+    for i in range(300):  # 3 requests/s from one address, many phones behind it
+        e = walk("100.64.0.1", i / 3, 1, 1, 200, sequential=False,
+                 ua=f"MyShop/5.{i % 9} (iPhone; iOS 17.{i % 5})")[0]
+        events.append(e.model_copy(update={"path": f"/accounts/{i * 31}"}))
+    assert acting(run(events)) == {}
+
+
+def test_an_authenticated_sync_job_is_judged_on_its_consumer_not_its_address() -> None:
+    events = walk("192.0.2.50", 0, 300, 0.25, 200, sequential=True, consumer="sync-job")
+    assert acting(run(events)) == {}
+
+
+def shared_key(owner_s: int, sharers: int) -> list[GatewayEvent]:
+    owner = [make_event(ts_ms=T0_MS + t * 1000, client_ip=f"192.0.2.{t % 3}", consumer="c7")
+             for t in range(0, owner_s, 4)]
+    leak = [make_event(ts_ms=T0_MS + (owner_s + i) * 1000, consumer="c7",
+                       client_ip=f"{30 + i}.{(i * 37) % 250}.{i % 200}.{i}")
+            for i in range(sharers)]
+    return owner + leak
+
+
+def test_key_sharing_is_caught_against_the_owners_usual_spread() -> None:
+    hit = acting(run(shared_key(900, 30)))
+    assert hit.get("consumer:c7") in ("challenge", "block")
+
+
+def test_a_credential_with_a_few_addresses_is_not_shared() -> None:
+    assert acting(run(shared_key(900, 3))) == {}
+
+
+def steady(consumer: str, start_s: int, seconds: int, rate: float) -> list[GatewayEvent]:
+    out = []
+    for s in range(start_s, start_s + seconds):
+        n = int(rate * (1 + (s % 3 - 1) * 0.2))
+        out += [make_event(ts_ms=T0_MS + s * 1000 + i * (900 // max(n, 1)), consumer=consumer,
+                           client_ip="192.0.2.60", path=f"/orders/{i % 4}", route="/orders/{id}")
+                for i in range(n)]
+    return out
+
+
+def test_a_slow_ramp_does_not_teach_the_baseline_its_flood() -> None:
+    """Ten minutes at ~5/s, then +1.5% a second to ~240/s: each step looks like the last one to a
+    fast baseline, so only the slow one and the no-learning-when-flagged rule catch it."""
+    events = steady("c1", 0, 600, 5)
+    rate = 5.0
+    for s in range(600, 860):
+        rate *= 1.015
+        n = int(rate)
+        events += [make_event(ts_ms=T0_MS + s * 1000 + i * (900 // n), consumer="c1",
+                              client_ip="192.0.2.60", path="/orders/1", route="/orders/{id}")
+                   for i in range(n)]
+    processor = Processor(default_detectors(), Fusion(), mode="enforce", event_clock=True)
+    store = StateStore(1000)
+    decisions = []
+    for i in range(0, len(events), 200):
+        decisions += processor.process(events[i : i + 200], store)
+    flagged = [d for d in decisions if d.subject == "consumer:c1"]
+    assert flagged, "the ramp was never flagged"
+    # Caught below 100/s (reached at t≈801 s), with the long-run baseline as the reason.
+    assert min(d.updated_at for d in flagged) < T0_MS + 800_000
+    assert "long-run baseline" in flagged[0].reasons[0]
+    # And nothing of the ramp was learned once it was flagged: the baselines stayed low.
+    baseline = store.peek("consumer:c1").baseline
+    assert baseline is not None
+    assert baseline.rate_slow.get() < 10 and baseline.rate_mean.get() < 60
+
+
+def test_a_warm_consumer_gets_a_recommended_rate_limit_with_its_decision() -> None:
+    events = steady("c2", 0, 120, 5) + [
+        make_event(ts_ms=T0_MS + 120_000 + i * 5, consumer="c2", client_ip="192.0.2.61",
+                   path="/orders/1", route="/orders/{id}")
+        for i in range(190)
+    ]
+    [d] = [d for d in run(events) if d.subject == "consumer:c2" and d.action == "block"][:1]
+    assert d.rate_limit is not None and 10 <= d.rate_limit <= 40
+
+
+def test_policy_canary_critical_routes_and_allow_overrides() -> None:
+    stuffing = [login("198.51.100.8", i * 0.5, 401) for i in range(9)]
+    lenient = acting(run(stuffing))
+    strict = Processor(default_detectors(), Fusion(), mode="enforce", event_clock=True,
+                       policy=Policy(routes={"/login": RoutePolicy(critical=True)}))
+    assert len(acting(run(stuffing, strict))) > len(lenient)
+
+    canary = Processor(default_detectors(), Fusion(), mode="enforce", event_clock=True,
+                       policy=Policy(default=RoutePolicy(canary_percent=0)))
+    assert {d.mode for d in run(stuffing, canary)} == {"shadow"}
+
+    allowed = Processor(default_detectors(), Fusion(), mode="enforce", event_clock=True,
+                        allowed=frozenset({"ip:198.51.100.8"}))
+    assert run(stuffing, allowed) == []
+
+
+def test_the_anomaly_model_learns_only_windows_nobody_flagged() -> None:
+    from detectors import BehaviourAnomaly
+    from detectors.base import SubjectContext
+    from detectors.state import SubjectState
+
+    model = BehaviourAnomaly(warmup=10, min_windows=5)
+    state = SubjectState()
+    ctx = SubjectContext("consumer:c3", "consumer", 0.0)
+
+    def second(s: int, flagged: bool) -> None:
+        for i in range(5):
+            e = make_event(ts_ms=T0_MS + s * 1000 + i, consumer="c3", path="/a", route="/a")
+            state.observe(e, auth_route=False, baseline_after=2, fading_factor=0.05)
+            state.flagged = state.flagged or flagged
+            model.update(state, e, ctx)
+
+    for s in range(40):
+        second(s, flagged=False)
+    learned = model.learned
+    assert learned > 20
+    for s in range(40, 80):  # a detector flags every one of these windows
+        second(s, flagged=True)
+    assert model.learned == learned
