@@ -203,8 +203,9 @@ def test_the_anomaly_model_learns_only_windows_nobody_flagged() -> None:
 
     for s in range(40):
         second(s, flagged=False)
+    second(40, flagged=True)  # its first event closes (and learns) the last unflagged window
     learned = model.learned
     assert learned > 20
-    for s in range(40, 80):  # a detector flags every one of these windows
+    for s in range(41, 80):  # a detector flags every one of these windows
         second(s, flagged=True)
     assert model.learned == learned
