@@ -12,6 +12,9 @@ Three shapes, one protocol each, all optional except `score`:
   ids walked, distinct addresses). The memory lives in `state.memo[detector.name]`, allocated only
   for subjects that need it, and must stay small (a subject's whole state is about 1 KB).
 - `score(state, ctx)`: the subject's risk now, as a `Signal` with a reason a person can read.
+
+Address ranges (`ip:a.b.c.0/24`, kept for login traffic) are judged only by detectors that set
+`judges_ranges = True`: a range is many clients, and one client's behaviour must not condemn it.
 """
 
 from __future__ import annotations

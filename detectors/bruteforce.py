@@ -137,6 +137,7 @@ class DistributedStuffing:
     """
 
     name = "distributed_stuffing"
+    judges_ranges = True
 
     def __init__(
         self,

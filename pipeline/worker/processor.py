@@ -105,6 +105,10 @@ class Processor:
     def __post_init__(self) -> None:
         self._inspectors = [d for d in self.detectors if hasattr(d, "inspect")]
         self._updaters = [d for d in self.detectors if hasattr(d, "update")]
+        # An address range is many clients: only detectors built for that judge it.
+        self._range_detectors = [d for d in self.detectors if getattr(d, "judges_ranges", False)]
+        self._range_updaters = [d for d in self._updaters if d in self._range_detectors]
+        self._range_names = {d.name for d in self._range_detectors}
 
     def subjects_of(self, event: GatewayEvent, auth: bool) -> list[str]:
         subjects = event.subjects()
@@ -154,11 +158,14 @@ class Processor:
                     baseline_after=self.baseline_after,
                     fading_factor=self.fading_factor,
                 )
+                ranged = "/" in subject
                 for finding in findings:
-                    state.note(finding.detector, finding.score, t, finding.kind, finding.reason)
-                if self._updaters:
+                    if not ranged or finding.detector in self._range_names:
+                        state.note(finding.detector, finding.score, t, finding.kind, finding.reason)
+                updaters = self._range_updaters if ranged else self._updaters
+                if updaters:
                     ctx = SubjectContext(subject, subject.partition(":")[0], t)
-                    for detector in self._updaters:
+                    for detector in updaters:
                         detector.update(state, event, ctx)  # type: ignore[attr-defined]
             now = max(now, t)
             if on_event is not None:
@@ -203,7 +210,7 @@ class Processor:
     ) -> tuple[Verdict, list[Signal]] | None:
         ctx = SubjectContext(subject, subject.partition(":")[0], now)
         signals: list[Signal] = []
-        for detector in self.detectors:
+        for detector in self._range_detectors if "/" in subject else self.detectors:
             signal = detector.score(state, ctx)
             if signal is not None:
                 signals.append(signal)
