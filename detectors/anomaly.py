@@ -20,10 +20,9 @@ __all__ = ["BehaviourAnomaly"]
 
 
 class _Memo:
-    __slots__ = ("reason", "score", "window")
+    __slots__ = ("reason", "score")
 
     def __init__(self) -> None:
-        self.window = -1
         self.score = 0.0
         self.reason = ""
 
@@ -55,8 +54,8 @@ class BehaviourAnomaly:
     ...                          consumer="c1", method="GET", path=f"/items/{i % 3}",
     ...                          route="/items/{id}", status=500 if i < errors else 200,
     ...                          latency_ms=40.0)
+    ...         detector.update(state, e, SubjectContext("consumer:c1", "consumer", e.ts_ms / 1000))
     ...         state.observe(e, auth_route=False, baseline_after=5, fading_factor=0.05)
-    ...         detector.update(state, e, SubjectContext("consumer:c1", "consumer", s))
     >>> for s in range(400):
     ...     second(s, 4 + s % 3)
     >>> detector.score(state, SubjectContext("consumer:c1", "consumer", 400.0)) is None
@@ -87,8 +86,15 @@ class BehaviourAnomaly:
         self.learned = 0
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
-        closed, baseline = state.last_closed, state.baseline
-        if closed is None or baseline is None or ctx.kind not in self.kinds:
+        # Called before the event is observed: a window this event closes is complete and not yet
+        # learned by the subject's baseline, so it is judged against the baseline it had.
+        baseline = state.baseline
+        if (
+            baseline is None
+            or ctx.kind not in self.kinds
+            or baseline.windows < self.min_windows
+            or not state.closes_window(ctx.now)
+        ):
             return
         memo = state.memo if state.memo is not None else {}
         state.memo = memo
@@ -96,13 +102,8 @@ class BehaviourAnomaly:
         if seen is None:
             seen = memo[self.name] = _Memo()
         assert isinstance(seen, _Memo)
-        if seen.window == state.windows_seen:
-            return  # this window is already judged
-        seen.window = state.windows_seen
-        if baseline.windows < self.min_windows:
-            return
-        normalised, window, flagged = closed
-        x = dict(zip(FEATURE_NAMES, normalised, strict=True))
+        window = state.window()
+        x = dict(zip(FEATURE_NAMES, baseline.normalise(window), strict=True))
         score = self.model.score_one(x) if self.learned >= self.warmup else 0.0
         if score >= self.threshold:
             top = max(FEATURE_NAMES, key=lambda k: abs(x[k] - 0.5))
@@ -113,7 +114,7 @@ class BehaviourAnomaly:
             )
         else:
             seen.score = 0.0
-            if not flagged:
+            if not state.flagged and state.action == "allow":
                 self.model.learn_one(x)
                 self.learned += 1
 

@@ -174,7 +174,6 @@ class SubjectState:
         "evidence",
         "expires_at",
         "flagged",
-        "last_closed",
         "memo",
         "prev_requests",
         "score",
@@ -213,8 +212,6 @@ class SubjectState:
         # Allocated on first use, so a subject nobody finds anything about pays nothing for them.
         self.evidence: dict[str, Evidence] | None = None
         self.memo: dict[str, object] | None = None
-        # The last closed window of a subject with a baseline, and whether it was judged risky.
-        self.last_closed: tuple[tuple[float, ...], WindowFeatures, bool] | None = None
 
     def note(self, detector: str, weight: float, t: float, kind: str, reason: str) -> None:
         """Keep a per-request finding of `detector` as evidence about this subject."""
@@ -266,9 +263,6 @@ class SubjectState:
             self.windows_seen += 1
             if self.baseline is None and self.windows_seen >= baseline_after:
                 self.baseline = Baseline(fading_factor)
-            if self.baseline is not None:
-                judged = self.baseline.normalise(closed)
-                self.last_closed = (judged, closed, self.flagged or self.action != "allow")
             # Windows scored risky, or seen under a standing decision, are never learned.
             if self.baseline is not None and not self.flagged and self.action == "allow":
                 idle = int((t - self.w_start) // WINDOW_S) - 1
@@ -282,6 +276,10 @@ class SubjectState:
         self.w_latency = 0.0
         self.w_paths = 0
         self.flagged = False
+
+    def window(self) -> WindowFeatures:
+        """The open window's features (a window about to close is complete)."""
+        return self._features()
 
     def _features(self) -> WindowFeatures:
         n = self.w_requests

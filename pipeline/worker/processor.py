@@ -148,6 +148,13 @@ class Processor:
                 known = touched.get(subject)
                 state = known[0] if known is not None else store.get(subject)
                 touched[subject] = (state, event.route)
+                ranged = "/" in subject
+                updaters = self._range_updaters if ranged else self._updaters
+                if updaters:
+                    # Before `observe`: a window this event closes is whole and not yet learned.
+                    ctx = SubjectContext(subject, subject.partition(":")[0], t)
+                    for detector in updaters:
+                        detector.update(state, event, ctx)  # type: ignore[attr-defined]
                 if state.closes_window(t):
                     # Judge a window before it is learned: a flood inside one envelope must not
                     # become the baseline before any detector has seen it.
@@ -158,15 +165,9 @@ class Processor:
                     baseline_after=self.baseline_after,
                     fading_factor=self.fading_factor,
                 )
-                ranged = "/" in subject
                 for finding in findings:
                     if not ranged or finding.detector in self._range_names:
                         state.note(finding.detector, finding.score, t, finding.kind, finding.reason)
-                updaters = self._range_updaters if ranged else self._updaters
-                if updaters:
-                    ctx = SubjectContext(subject, subject.partition(":")[0], t)
-                    for detector in updaters:
-                        detector.update(state, event, ctx)  # type: ignore[attr-defined]
             now = max(now, t)
             if on_event is not None:
                 on_event(self._trace(event, subjects, findings, store, t, clock_ms, decisions))

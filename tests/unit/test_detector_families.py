@@ -192,14 +192,12 @@ def test_the_anomaly_model_learns_only_windows_nobody_flagged() -> None:
 
     model = BehaviourAnomaly(warmup=10, min_windows=5)
     state = SubjectState()
-    ctx = SubjectContext("consumer:c3", "consumer", 0.0)
-
     def second(s: int, flagged: bool) -> None:
         for i in range(5):
             e = make_event(ts_ms=T0_MS + s * 1000 + i, consumer="c3", path="/a", route="/a")
+            model.update(state, e, SubjectContext("consumer:c3", "consumer", e.ts_ms / 1000))
             state.observe(e, auth_route=False, baseline_after=2, fading_factor=0.05)
             state.flagged = state.flagged or flagged
-            model.update(state, e, ctx)
 
     for s in range(40):
         second(s, flagged=False)
