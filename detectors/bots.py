@@ -29,6 +29,7 @@ __all__ = ["BrowserMimicry", "ScannerAgent"]
 
 _PATH_BITS = 128
 _PATH_SHIFT = 32 - 7
+MAX_SOURCES = 64
 
 
 def _shown(user_agent: str, limit: int = 40) -> str:
@@ -217,13 +218,17 @@ class BrowserMimicry:
         # The processor calls `update` once per subject of an event: classify each event once.
         self._last_event: GatewayEvent | None = None
         self._last_kind = ""
+        self._headers_logged = True
+        # gateway -> [browser requests, of which with accept-language]
+        self._sources: dict[str, list[int]] = {}
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
-        if event is self._last_event:
-            kind = self._last_kind
-        else:
-            kind = self._last_kind = self.classifier.classify(event.user_agent).kind
+        if event is not self._last_event:
             self._last_event = event
+            self._last_kind = self.classifier.classify(event.user_agent).kind
+            if self._last_kind == BROWSER and event.method != "OPTIONS":
+                self._headers_logged = self._source_logs_headers(event)
+        kind = self._last_kind
         t = event.ts_ms / 1000.0  # event time: a replay or a lagging batch is judged alike
         memo = state.memo.get(self.name) if state.memo is not None else None
         if isinstance(memo, _Mimicry) and t - memo.last_t > self.forget_after_s:
@@ -241,6 +246,21 @@ class BrowserMimicry:
         self._time(memo, t)
         self._crawl(memo, event.path)
 
+    def _source_logs_headers(self, event: GatewayEvent) -> bool:
+        """Whether this gateway's logs carry accept-language at all: an Apigee template without
+        it would make every browser look bare. Judged on its browser requests, once enough."""
+        seen = self._sources.get(event.gateway)
+        if seen is None:
+            seen = [0, 0]
+            if len(self._sources) < MAX_SOURCES:
+                self._sources[event.gateway] = seen
+        seen[0] += 1
+        seen[1] += "accept-language" in event.headers
+        if seen[0] >= 100_000:
+            seen[0] //= 2
+            seen[1] //= 2
+        return seen[0] < 500 or seen[1] >= 0.02 * seen[0]
+
     def _count(self, m: _Mimicry, kind: str, event: GatewayEvent) -> None:
         if m.seen >= 2 * self.window:
             m.seen //= 2
@@ -252,9 +272,11 @@ class BrowserMimicry:
         m.seen += 1
         if kind == BROWSER:
             m.claims += 1
-            headers = event.headers
-            m.no_lang += "accept-language" not in headers
-            m.no_referer += "referer" not in headers
+            # A CORS preflight is the browser's own request, sent without the page's headers.
+            if self._headers_logged and event.method != "OPTIONS":
+                headers = event.headers
+                m.no_lang += "accept-language" not in headers
+                m.no_referer += "referer" not in headers
         elif kind == EMPTY:
             m.empty += 1
         elif kind == AUTOMATION:

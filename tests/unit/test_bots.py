@@ -422,3 +422,38 @@ def test_memory_stays_bounded_and_forgets_after_silence(classifier: UserAgentCla
     feed([detector], state, later, "ip:x")
     assert state.memo[detector.name].claims == 30
     assert judge(detector, state, "ip:x", later[-1].ts_ms / 1000) is None
+
+
+def test_a_source_that_never_logs_accept_language_is_not_held_against_browsers(
+    classifier: UserAgentClassifier,
+) -> None:
+    """An Apigee MessageLogging template without Accept-Language: every browser looks bare."""
+    detector = BrowserMimicry(classifier=classifier)
+    rng = random.Random(6)
+    for i in range(30):  # ordinary users of that gateway
+        users = browsing(30, human_gaps(rng, 30), ip=f"192.0.2.{i}")
+        for e in users:
+            e.gateway = "apigee"
+        feed([detector], SubjectState(), users, f"ip:192.0.2.{i}")
+    tab = browsing(100, [30.0], paths=["/v1/notifications"], ip="192.0.2.200")
+    for e in tab:
+        e.gateway = "apigee"
+    state = SubjectState()
+    feed([detector], state, tab, "ip:192.0.2.200")
+    signal = judge(detector, state, "ip:192.0.2.200", tab[-1].ts_ms / 1000)
+    assert signal is None or signal.score < 0.3
+    # Kong's logs carry every header: a stealth bot there is still caught by the same detector.
+    bot, bot_state = browsing(60, [1.0]), SubjectState()
+    feed([detector], bot_state, bot, "ip:x")
+    caught = judge(detector, bot_state, "ip:x", bot[-1].ts_ms / 1000)
+    assert caught is not None and caught.score >= 0.6
+
+
+def test_cors_preflights_are_not_bare_requests(classifier: UserAgentClassifier) -> None:
+    events = browsing(120, [15.0], headers=BROWSER_HEADERS, paths=["/v1/cart"])
+    for e in events[::2]:  # every other request is its preflight, without the page's headers
+        e.method, e.headers = "OPTIONS", {}
+    detector, state = BrowserMimicry(classifier=classifier), SubjectState()
+    feed([detector], state, events, "ip:x")
+    signal = judge(detector, state, "ip:x", events[-1].ts_ms / 1000)
+    assert signal is None or signal.score < 0.3
