@@ -70,6 +70,7 @@ class KeySharing:
     """
 
     name = "key_sharing"
+    kinds = ("consumer", "key")
 
     def __init__(
         self,
@@ -86,7 +87,7 @@ class KeySharing:
         self.cold_networks = cold_networks
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
-        if ctx.kind not in ("consumer", "key"):
+        if ctx.kind not in self.kinds:
             return
         memo = state.memo if state.memo is not None else {}
         state.memo = memo

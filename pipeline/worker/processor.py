@@ -32,6 +32,7 @@ __all__ = [
 
 MODEL_VERSION = "gatewatch-0.2"
 DECISION_TTL_S = {"tag": 120, "challenge": 300, "block": 600}
+CLOSE_JUDGE_MIN = 5
 _RANK = {"allow": 0, "tag": 1, "challenge": 2, "block": 3}
 
 
@@ -109,6 +110,22 @@ class Processor:
         self._range_detectors = [d for d in self.detectors if getattr(d, "judges_ranges", False)]
         self._range_updaters = [d for d in self._updaters if d in self._range_detectors]
         self._range_names = {d.name for d in self._range_detectors}
+        # Scoring runs twice per event on average, so skip what cannot say anything: a detector
+        # that only reads per-request evidence, for subjects without any; one limited to some
+        # subject kinds (`kinds`), for the others.
+        self._evidence_only = [
+            d
+            for d in self.detectors
+            if hasattr(d, "inspect") and not hasattr(d, "update") and d not in self._range_detectors
+        ]
+        self._scorers = {
+            kind: [
+                d
+                for d in self.detectors
+                if d not in self._evidence_only and kind in getattr(d, "kinds", (kind,))
+            ]
+            for kind in ("consumer", "key", "ip")
+        }
 
     def subjects_of(self, event: GatewayEvent, auth: bool) -> list[str]:
         subjects = event.subjects()
@@ -155,9 +172,10 @@ class Processor:
                     ctx = SubjectContext(subject, subject.partition(":")[0], t)
                     for detector in updaters:
                         detector.update(state, event, ctx)  # type: ignore[attr-defined]
-                if state.closes_window(t):
-                    # Judge a window before it is learned: a flood inside one envelope must not
-                    # become the baseline before any detector has seen it.
+                if state.closes_window(t) and state.w_requests >= CLOSE_JUDGE_MIN:
+                    # Judge a busy window before it is learned: a flood inside one envelope must
+                    # not become the baseline before any detector has seen it. (A quiet one is
+                    # judged with the rest of the batch.)
                     self._evaluate(subject, state, event.route, t, clock_ms, decisions)
                 state.observe(
                     event,
@@ -211,10 +229,17 @@ class Processor:
     ) -> tuple[Verdict, list[Signal]] | None:
         ctx = SubjectContext(subject, subject.partition(":")[0], now)
         signals: list[Signal] = []
-        for detector in self._range_detectors if "/" in subject else self.detectors:
+        ranged = "/" in subject
+        for detector in self._range_detectors if ranged else self._scorers.get(ctx.kind, ()):
             signal = detector.score(state, ctx)
             if signal is not None:
                 signals.append(signal)
+        if state.evidence is not None and not ranged:
+            for detector in self._evidence_only:
+                if detector.name in state.evidence:
+                    signal = detector.score(state, ctx)
+                    if signal is not None:
+                        signals.append(signal)
         if state.action != "allow" and wall_ms >= state.expires_at:
             state.action = "allow"  # the standing decision has expired in Redis too
         if not signals:
