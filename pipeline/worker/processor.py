@@ -126,6 +126,10 @@ class Processor:
             ]
             for kind in ("consumer", "key", "ip")
         }
+        self._kind_updaters = {
+            kind: [d for d in self._updaters if kind in getattr(d, "kinds", (kind,))]
+            for kind in ("consumer", "key", "ip")
+        }
 
     def subjects_of(self, event: GatewayEvent, auth: bool) -> list[str]:
         subjects = event.subjects()
@@ -166,10 +170,11 @@ class Processor:
                 state = known[0] if known is not None else store.get(subject)
                 touched[subject] = (state, event.route)
                 ranged = "/" in subject
-                updaters = self._range_updaters if ranged else self._updaters
+                kind = subject.partition(":")[0]
+                updaters = self._range_updaters if ranged else self._kind_updaters.get(kind, ())
                 if updaters:
                     # Before `observe`: a window this event closes is whole and not yet learned.
-                    ctx = SubjectContext(subject, subject.partition(":")[0], t)
+                    ctx = SubjectContext(subject, kind, t)
                     for detector in updaters:
                         detector.update(state, event, ctx)  # type: ignore[attr-defined]
                 if state.closes_window(t) and state.w_requests >= CLOSE_JUDGE_MIN:
