@@ -5,7 +5,8 @@ NATs), parsed by the real `KongParser`. Measured with `time.process_time` (CPU, 
 machine is shared), best of `--repeat` runs:
 
 - `ScannerAgent.inspect` and `SensitiveProbing.inspect` per event (warm caches, as in a worker);
-- `BrowserMimicry.update` per event (all of the event's subjects, as the processor calls it);
+- `BrowserMimicry.update` + `CrawlerPace.update` per event (every subject of the event, as the
+  processor calls them);
 - the cold paths an attacker can force: a new user agent on every request (classification), and a
   new probe path on every request (path classification).
 
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from detectors.base import SubjectContext  # noqa: E402
-from detectors.bots import BrowserMimicry, ScannerAgent  # noqa: E402
+from detectors.bots import BrowserMimicry, CrawlerPace, ScannerAgent  # noqa: E402
 from detectors.probing import SensitiveProbing  # noqa: E402
 from detectors.state import SubjectState  # noqa: E402
 from detectors.useragents import UserAgentClassifier  # noqa: E402
@@ -65,6 +66,7 @@ def measure(events: Sequence[GatewayEvent], repeat: int) -> dict[str, float]:
     scanner = ScannerAgent(classifier=classifier)
     probing = SensitiveProbing()
     mimicry = BrowserMimicry(classifier=classifier)
+    pace = CrawlerPace(classifier=classifier)
     for e in events:  # warm the caches, as a running worker has them
         scanner.inspect(e)
         probing.inspect(e)
@@ -92,6 +94,7 @@ def measure(events: Sequence[GatewayEvent], repeat: int) -> dict[str, float]:
             if state is None:
                 state = states[s] = SubjectState()
             mimicry.update(state, e, ctx)
+            pace.update(state, e, ctx)
         return len(events)
 
     def cold_user_agents() -> int:
@@ -116,7 +119,7 @@ def measure(events: Sequence[GatewayEvent], repeat: int) -> dict[str, float]:
     return {
         "scanner_inspect_us": cpu_us(inspect_scanner, repeat),
         "probing_inspect_us": cpu_us(inspect_probing, repeat),
-        "mimicry_update_us_per_event": cpu_us(update_mimicry, repeat),
+        "bot_update_us_per_event": cpu_us(update_mimicry, repeat),
         "cold_user_agent_us": cpu_us(cold_user_agents, repeat),
         "cold_path_us": cpu_us(cold_paths, repeat),
         "distinct_user_agents": len({e.user_agent for e in events}),
@@ -146,7 +149,7 @@ def main() -> None:
     for key, label in (
         ("scanner_inspect_us", "ScannerAgent.inspect per event"),
         ("probing_inspect_us", "SensitiveProbing.inspect per event"),
-        ("mimicry_update_us_per_event", "BrowserMimicry.update per event (all subjects)"),
+        ("bot_update_us_per_event", "BrowserMimicry + CrawlerPace .update per event"),
         ("cold_user_agent_us", "a never-seen user agent (cache miss)"),
         ("cold_path_us", "a never-seen route (cache miss)"),
     ):

@@ -2,8 +2,9 @@
 they challenge or block.
 
 Simulated Kong entries (`pipeline.simulator`) go through the real `KongParser` and the workers'
-`Processor` on the event clock with only `ScannerAgent`, `BrowserMimicry` and `SensitiveProbing`
-(so every false positive is theirs), scored by the evaluator against the simulator's labels.
+`Processor` on the event clock with only `ScannerAgent`, `BrowserMimicry`, `CrawlerPace` and
+`SensitiveProbing` (so every false positive is theirs), scored by the evaluator against the
+simulator's labels.
 `--all` adds the default detector families, to see the same figures as a worker would.
 
     .venv/bin/python bench/bots_eval.py [--seed 7] [--minutes 30] [--all] [--json]
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from detectors import Detector, Fusion, default_detectors  # noqa: E402
-from detectors.bots import BrowserMimicry, ScannerAgent  # noqa: E402
+from detectors.bots import BrowserMimicry, CrawlerPace, ScannerAgent  # noqa: E402
 from detectors.probing import SensitiveProbing  # noqa: E402
 from detectors.routes import AuthRoutes  # noqa: E402
 from detectors.useragents import UserAgentClassifier  # noqa: E402
@@ -53,6 +54,7 @@ def evaluate(seed: int, minutes: float, consumers: int, everything: bool) -> dic
     ours: list[Detector] = [
         ScannerAgent(classifier=classifier),
         BrowserMimicry(classifier=classifier),
+        CrawlerPace(classifier=classifier),
         SensitiveProbing(),
     ]
     auth = AuthRoutes()

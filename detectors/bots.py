@@ -1,6 +1,6 @@
 """Bots: attack tools by their user agent, and bots dressed as browsers by their behaviour.
 
-Two detectors share one `UserAgentClassifier`:
+Three detectors share one `UserAgentClassifier`:
 
 - `ScannerAgent` (`inspect`): a request whose user agent is an attack tool from the CRS scanners
   list (sqlmap, nikto, nuclei, masscan, ...) is strong evidence on its own.
@@ -10,9 +10,12 @@ Two detectors share one `UserAgentClassifier`:
   catch a stealth bot whose user agent is a perfect copy of Chrome's. An empty user agent and
   headless-browser agents add weak evidence here too.
 
-Declared crawlers (Googlebot, bingbot) and HTTP libraries (`python-requests`, `okhttp`, `curl`) are
-never flagged for their user agent: the first announce themselves, the second are how most
-legitimate API consumers talk.
+- `CrawlerPace` (`update` + `score`): a self-declared SEO, AI or archive crawler (MJ12bot,
+  AhrefsBot, Bytespider) crawling faster than a polite pace is throttled.
+
+Declared crawlers a site wants (Googlebot, bingbot, link previews, uptime monitors) and HTTP
+libraries (`python-requests`, `okhttp`, `curl`) are never flagged for their user agent: the first
+announce themselves, the second are how most legitimate API consumers talk.
 """
 
 from __future__ import annotations
@@ -22,10 +25,17 @@ import zlib
 
 from detectors.base import Signal, SubjectContext
 from detectors.state import SubjectState
-from detectors.useragents import AUTOMATION, BROWSER, EMPTY, SCANNER, UserAgentClassifier
+from detectors.useragents import (
+    AUTOMATION,
+    BROWSER,
+    BULK_CRAWLER,
+    EMPTY,
+    SCANNER,
+    UserAgentClassifier,
+)
 from pipeline.events import GatewayEvent
 
-__all__ = ["BrowserMimicry", "ScannerAgent"]
+__all__ = ["BrowserMimicry", "CrawlerPace", "ScannerAgent"]
 
 _PATH_BITS = 128
 _PATH_SHIFT = 32 - 7
@@ -355,3 +365,112 @@ class BrowserMimicry:
             return None
         kind = "stealth_bot" if browser and headers * timing > 0 else "bot"
         return Signal(self.name, kind, score, ", ".join(parts))
+
+
+class _Pace:
+    __slots__ = ("gap_mean", "gaps", "last_t", "name")
+
+    def __init__(self, t: float, name: str) -> None:
+        self.last_t = t
+        self.gaps = 0
+        self.gap_mean = 0.0
+        self.name = name
+
+
+class CrawlerPace:
+    """Throttles self-declared crawlers that work for someone else and crawl too fast.
+
+    SEO, AI-training, archive and ad-verification crawlers (`crawler-user-agents` tags other than
+    search-engine, social-preview, feed-reader and monitoring) announce themselves honestly; what
+    makes one a problem is its pace. Above `max_rate` requests per second, sustained over
+    `min_requests`, it is challenged (a 429 with Retry-After is the polite answer), and blocked
+    at three times the rate. Search engines and link previews are never judged here.
+
+    Parameters
+    ----------
+    max_rate
+        Requests per second a crawler may keep up (one a second is the usual crawl-delay).
+    window
+        Requests the exponentially weighted mean gap describes.
+    min_requests
+        Gaps needed before anything is said.
+    session_gap_s
+        A longer gap is a pause between crawls, not a sample of the pace.
+    classifier
+        Shared with the other bot detectors.
+
+    Examples
+    --------
+    >>> detector, state = CrawlerPace(), SubjectState()
+    >>> ua = "Mozilla/5.0 (compatible; MJ12bot/v1.4.8; http://mj12bot.com/)"
+    >>> ctx = SubjectContext("ip:203.0.113.80", "ip", 0.0)
+    >>> for i in range(40):
+    ...     e = GatewayEvent(ts_ms=i * 250, gateway="kong", client_ip="203.0.113.80",
+    ...                      method="GET", path=f"/products/{i}", route="/products/{id}",
+    ...                      status=200, user_agent=ua)
+    ...     detector.update(state, e, ctx)
+    >>> signal = detector.score(state, SubjectContext("ip:203.0.113.80", "ip", 10.0))
+    >>> signal.score, signal.reason
+    (0.9, "declared crawler 'MJ12bot' at 4.0 requests/s (polite pace 1/s)")
+    """
+
+    name = "crawler_pace"
+
+    def __init__(
+        self,
+        max_rate: float = 1.0,
+        window: int = 32,
+        min_requests: int = 20,
+        session_gap_s: float = 120.0,
+        classifier: UserAgentClassifier | None = None,
+    ) -> None:
+        if max_rate <= 0 or session_gap_s <= 0:
+            raise ValueError("max_rate and session_gap_s must be positive")
+        if not 1 <= min_requests or window < 2:
+            raise ValueError("need min_requests >= 1 and window >= 2")
+        self.max_rate = max_rate
+        self.window = window
+        self.min_requests = min_requests
+        self.session_gap_s = session_gap_s
+        self.classifier = classifier if classifier is not None else UserAgentClassifier()
+        self._alpha = 2.0 / (window + 1)
+
+    def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
+        found = self.classifier.classify(event.user_agent)
+        memo = state.memo.get(self.name) if state.memo is not None else None
+        t = event.ts_ms / 1000.0
+        if not isinstance(memo, _Pace):
+            if found.kind != BULK_CRAWLER:
+                return
+            if state.memo is None:
+                state.memo = {}
+            state.memo[self.name] = _Pace(t, found.name)
+            return
+        if found.kind != BULK_CRAWLER:
+            return  # other clients behind the same address do not speed the crawler up
+        gap = t - memo.last_t
+        if gap < 0:
+            return
+        memo.last_t = t
+        if gap > self.session_gap_s:
+            return
+        memo.gap_mean = (
+            gap if memo.gaps == 0 else memo.gap_mean + self._alpha * (gap - memo.gap_mean)
+        )
+        memo.gaps = min(memo.gaps + 1, 1 << 16)
+        memo.name = found.name
+
+    def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
+        memo = state.memo.get(self.name) if state.memo is not None else None
+        if not isinstance(memo, _Pace) or memo.gaps < self.min_requests:
+            return None
+        rate = 1.0 / memo.gap_mean if memo.gap_mean > 0 else float("inf")
+        if rate <= self.max_rate:
+            return None
+        over = min(1.0, (rate / self.max_rate - 1.0) / 2.0)
+        score = round(0.6 + 0.3 * over, 3)
+        reason = (
+            f"declared crawler '{memo.name}' at {rate:.1f} requests/s "
+            f"(polite pace {self.max_rate:g}/s)"
+        )
+        return Signal(self.name, "aggressive_crawler", score, reason)

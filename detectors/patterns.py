@@ -177,6 +177,11 @@ class PatternSet:
     def __len__(self) -> int:
         return len(self._regexes)
 
+    def matched(self, index: int, text: str) -> str:
+        """What pattern `index` matches in `text` (empty if nothing)."""
+        found = self._regexes[index].search(text)
+        return found.group(0) if found else ""
+
     def search(self, text: str) -> list[int]:
         """Indices of the patterns found in `text`, in ascending order."""
         found: set[int] = set()

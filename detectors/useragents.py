@@ -1,5 +1,5 @@
-"""What a user agent says its client is: an attack tool, a declared crawler, browser automation, an
-HTTP library, a browser, nothing at all, or something else.
+"""What a user agent says its client is: an attack tool, a declared crawler (wanted, or working for
+someone else), browser automation, an HTTP library, a browser, nothing at all, or something else.
 
 Attack tools come from the OWASP CRS list `scanners-user-agents.data` (copied into `data/crs/`);
 crawlers, automation and libraries from the `crawler-user-agents` package (labelled patterns). Only
@@ -19,6 +19,7 @@ from detectors.patterns import PatternSet
 __all__ = [
     "AUTOMATION",
     "BROWSER",
+    "BULK_CRAWLER",
     "CRAWLER",
     "EMPTY",
     "LIBRARY",
@@ -33,12 +34,17 @@ __all__ = [
 SCANNER = "scanner"
 AUTOMATION = "automation"
 CRAWLER = "crawler"
+BULK_CRAWLER = "bulk_crawler"
 LIBRARY = "library"
 BROWSER = "browser"
 EMPTY = "empty"
 OTHER = "other"
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "crs"
+# Crawlers a site owner normally wants, at whatever pace they keep: search engines, link previews,
+# feed readers, uptime monitors. The rest of the list (SEO tools, AI and archive crawlers, ad
+# verification, research scanners) works for someone else and is held to a polite pace.
+_WANTED_TAGS = frozenset({"search-engine", "social-preview", "feed-reader", "monitoring"})
 # A browser's user agent: the Mozilla/5.0 preamble, a platform, then a rendering engine. Crawlers
 # and headless browsers look the same, so this is only asked once the lists have found nothing.
 _BROWSER = re.compile(
@@ -79,10 +85,12 @@ def load_crawler_patterns() -> list[tuple[str, str]]:
             kind = AUTOMATION
         elif "http-library" in tags:
             kind = LIBRARY
-        else:
-            # Search engines, SEO, monitoring, previews, feeds, archives, and the list's own
-            # "scanner" tag (SSL Labs, Censys, Let's Encrypt): declared, not attacking.
+        elif _WANTED_TAGS.intersection(tags):
             kind = CRAWLER
+        else:
+            # SEO, AI, archive crawlers, and the list's own "scanner" tag (SSL Labs, Censys, Let's
+            # Encrypt): declared, not attacking, but no reason to let them crawl at any pace.
+            kind = BULK_CRAWLER
         out.append((entry["pattern"], kind))
     return out
 
@@ -135,7 +143,6 @@ class UserAgentClassifier:
         )
         patterns = list(load_crawler_patterns() if crawlers is None else crawlers)
         self._crawler_kinds = [kind for _, kind in patterns]
-        self._crawler_text = [p for p, _ in patterns]
         self._crawlers = PatternSet([(p, None) for p, _ in patterns])
         self._cache: dict[str, UserAgentClass] = {}
 
@@ -160,15 +167,10 @@ class UserAgentClassifier:
         if found:
             return UserAgentClass(SCANNER, self._scanner_names[found[0]])
         matched = self._crawlers.search(text)
-        for kind in (AUTOMATION, CRAWLER, LIBRARY):
+        for kind in (AUTOMATION, CRAWLER, BULK_CRAWLER, LIBRARY):
             for index in matched:
                 if self._crawler_kinds[index] == kind:
-                    return UserAgentClass(kind, _readable(self._crawler_text[index]))
+                    return UserAgentClass(kind, self._crawlers.matched(index, text).strip(" /;"))
         if _BROWSER.match(text):
             return UserAgentClass(BROWSER)
         return UserAgentClass(OTHER)
-
-
-def _readable(pattern: str) -> str:
-    """A crawler pattern as its name: `Googlebot\\/` -> `Googlebot/`."""
-    return re.sub(r"\\(.)", r"\1", pattern).strip("^$")

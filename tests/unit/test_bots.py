@@ -9,12 +9,13 @@ import sys
 import pytest
 
 from detectors.base import Signal, SubjectContext
-from detectors.bots import BrowserMimicry, ScannerAgent
+from detectors.bots import BrowserMimicry, CrawlerPace, ScannerAgent
 from detectors.patterns import PatternSet, required_literal
 from detectors.state import SubjectState
 from detectors.useragents import (
     AUTOMATION,
     BROWSER,
+    BULK_CRAWLER,
     CRAWLER,
     EMPTY,
     LIBRARY,
@@ -138,6 +139,9 @@ def test_attack_tools_are_scanners(classifier: UserAgentClassifier, ua: str) -> 
     ("ua", "kind"),
     [
         *((ua, CRAWLER) for ua in CRAWLER_UAS),
+        ("Mozilla/5.0 (compatible; MJ12bot/v1.4.8; http://mj12bot.com/)", BULK_CRAWLER),
+        ("Mozilla/5.0 (compatible; GPTBot/1.0; +https://openai.com/gptbot)", BULK_CRAWLER),
+        ("facebookexternalhit/1.1", CRAWLER),
         *((ua, LIBRARY) for ua in LIBRARY_UAS),
         (CHROME, BROWSER),
         (SAFARI_IOS, BROWSER),
@@ -457,3 +461,47 @@ def test_cors_preflights_are_not_bare_requests(classifier: UserAgentClassifier) 
     feed([detector], state, events, "ip:x")
     signal = judge(detector, state, "ip:x", events[-1].ts_ms / 1000)
     assert signal is None or signal.score < 0.3
+
+
+# --- CrawlerPace ------------------------------------------------------------------------------
+
+MJ12 = "Mozilla/5.0 (compatible; MJ12bot/v1.4.8; http://mj12bot.com/)"
+
+
+def crawl(ua: str, rate: float, n: int = 80, seed: int = 1) -> list[GatewayEvent]:
+    rng = random.Random(seed)
+    return browsing(n, [rng.expovariate(rate) for _ in range(n)], ua=ua)
+
+
+@pytest.mark.parametrize(("rate", "least", "most"), [(2.0, 0.6, 0.84), (12.0, 0.85, 0.9)])
+def test_a_bulk_crawler_crawling_fast_is_throttled(
+    classifier: UserAgentClassifier, rate: float, least: float, most: float
+) -> None:
+    detector, state = CrawlerPace(classifier=classifier), SubjectState()
+    events = crawl(MJ12, rate)
+    feed([detector], state, events, "ip:x")
+    signal = judge(detector, state, "ip:x", events[-1].ts_ms / 1000)
+    assert signal is not None and least <= signal.score <= most
+    assert signal.reason.startswith("declared crawler 'MJ12bot' at ")
+
+
+@pytest.mark.parametrize(
+    ("ua", "rate"),
+    [(MJ12, 0.4), (CRAWLER_UAS[0], 5.0), (CRAWLER_UAS[2], 5.0), ("python-requests/2.31", 9.0)],
+)
+def test_polite_crawlers_search_engines_and_libraries_are_not_throttled(
+    classifier: UserAgentClassifier, ua: str, rate: float
+) -> None:
+    detector, state = CrawlerPace(classifier=classifier), SubjectState()
+    events = crawl(ua, rate)
+    feed([detector], state, events, "ip:x")
+    assert judge(detector, state, "ip:x", events[-1].ts_ms / 1000) is None
+    if ua != MJ12:
+        assert state.memo is None
+
+
+def test_crawler_pace_refuses_bad_parameters() -> None:
+    with pytest.raises(ValueError):
+        CrawlerPace(max_rate=0.0)
+    with pytest.raises(ValueError):
+        CrawlerPace(min_requests=0)
