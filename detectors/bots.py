@@ -198,6 +198,8 @@ class BrowserMimicry:
     """
 
     name = "bot_behaviour"
+    # A key's requests are its consumer's: judging both would double the memory for nothing.
+    kinds = ("consumer", "ip")
 
     def __init__(
         self,
@@ -415,6 +417,7 @@ class CrawlerPace:
     """
 
     name = "crawler_pace"
+    kinds = ("consumer", "ip")
 
     def __init__(
         self,

@@ -505,3 +505,38 @@ def test_crawler_pace_refuses_bad_parameters() -> None:
         CrawlerPace(max_rate=0.0)
     with pytest.raises(ValueError):
         CrawlerPace(min_requests=0)
+
+
+def test_through_the_processor(classifier: UserAgentClassifier) -> None:
+    """The workers' detection step: a scanner is blocked, a stealth bot challenged, people and
+    SDK consumers left alone."""
+    from detectors import Fusion
+    from pipeline.worker.processor import Processor, StateStore
+
+    processor = Processor(
+        detectors=[
+            ScannerAgent(classifier=classifier),
+            BrowserMimicry(classifier=classifier),
+            CrawlerPace(classifier=classifier),
+        ],
+        fusion=Fusion(),
+        mode="enforce",
+        event_clock=True,
+    )
+    rng = random.Random(12)
+    scanner = browsing(5, [0.3], ua="sqlmap/1.7.11#stable (https://sqlmap.org)", ip="198.51.100.1")
+    stealth = browsing(60, [1.0 + rng.uniform(-0.02, 0.02) for _ in range(60)], ip="198.51.100.2")
+    person = browsing(80, human_gaps(rng, 80), headers=BROWSER_HEADERS, ip="192.0.2.3")
+    sdk = browsing(80, [5.0], ua="Go-http-client/2.0", ip="192.0.2.4", consumer="partner-7")
+    events = sorted([*scanner, *stealth, *person, *sdk], key=lambda e: e.ts_ms)
+    store = StateStore(max_subjects=1000)
+    decisions = []
+    for i in range(0, len(events), 16):  # envelope-sized batches, as a worker gets them
+        decisions.extend(processor.process(events[i : i + 16], store))
+    final = {d.subject: d for d in sorted(decisions, key=lambda d: d.updated_at)}
+    assert final["ip:198.51.100.1"].action == "block"
+    assert final["ip:198.51.100.2"].action in ("challenge", "block")
+    assert (
+        "bot_behaviour: browser UA without accept-language" in final["ip:198.51.100.2"].reasons[0]
+    )
+    assert not {"ip:192.0.2.3", "ip:192.0.2.4", "consumer:partner-7"} & set(final)

@@ -242,3 +242,34 @@ def test_bad_parameters_are_refused() -> None:
         SensitiveProbing(learn_clients=65)
     with pytest.raises(ValueError):
         SensitiveProbing(max_cache=0)
+
+
+def test_through_the_processor() -> None:
+    from detectors import Fusion
+    from pipeline.worker.processor import Processor, StateStore
+
+    processor = Processor(
+        detectors=[SensitiveProbing()], fusion=Fusion(), mode="enforce", event_clock=True
+    )
+    scan = [probe(p, at_s=i * 0.2) for i, p in enumerate(SCAN)]
+    admin = [
+        probe(
+            f"/admin/users/{i}",
+            200,
+            route="/admin/users/{id}",
+            at_s=i,
+            ip="192.0.2.8",
+            consumer="backoffice",
+        )
+        for i in range(30)
+    ]
+    browser = [probe("/favicon.ico", 404, at_s=i * 30, ip="192.0.2.9") for i in range(10)]
+    events = sorted([*scan, *admin, *browser], key=lambda e: e.ts_ms)
+    store = StateStore(max_subjects=100)
+    decisions = []
+    for i in range(0, len(events), 16):  # envelope-sized batches, as a worker gets them
+        decisions.extend(processor.process(events[i : i + 16], store))
+    final = {d.subject: d for d in sorted(decisions, key=lambda d: d.updated_at)}
+    assert final[f"ip:{PROBER}"].action == "block"
+    assert final[f"ip:{PROBER}"].detector == "probing"
+    assert set(final) == {f"ip:{PROBER}"}
