@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.ingest.kong import KongParser  # noqa: E402
+from pipeline.ingest.redaction import Redactor  # noqa: E402
 from pipeline.logs import configure_logging  # noqa: E402
 from pipeline.stack import StackError, free_port, stop_process, wait_for_port  # noqa: E402
 
@@ -372,18 +374,13 @@ def query_string(query: dict[str, Any]) -> str:
     return "&".join(parts)
 
 
-def to_wire(entry: dict[str, Any], index: int) -> tuple[bytes, int, tuple[str, ...]]:
-    """One Kong http-log entry as (HTTP/1.1 request bytes, started_at ms, subjects).
+def to_wire(entry: dict[str, Any], index: int) -> bytes:
+    """One Kong http-log entry as the HTTP/1.1 request that reached Kong (ValueError when the
+    entry lacks what a replay needs).
 
-    Raises ValueError with the reason when the entry lacks what a replay needs.
-
-    >>> wire, t, subjects = to_wire({"request": {"method": "POST", "uri": "/login",
-    ...     "headers": {"host": "api"}}, "client_ip": "192.0.2.1", "started_at": 5,
-    ...     "consumer": {"id": "c1"}}, 7)
-    >>> wire.decode().splitlines()
+    >>> to_wire({"request": {"method": "POST", "uri": "/login", "headers": {"host": "api"}}},
+    ...     7).decode().splitlines()
     ['POST /login HTTP/1.1', 'host: api', 'content-length: 0', 'x-gatewatch-replay: 7', '']
-    >>> t, subjects
-    (5, ('ip:192.0.2.1', 'consumer:c1'))
     """
     request = entry.get("request")
     if not isinstance(request, dict):
@@ -393,9 +390,6 @@ def to_wire(entry: dict[str, Any], index: int) -> tuple[bytes, int, tuple[str, .
         raise ValueError("no usable request.method")
     if not isinstance(uri, str) or not uri:
         raise ValueError("no request.uri")
-    started = entry.get("started_at")
-    if not isinstance(started, int | float) or isinstance(started, bool):
-        raise ValueError("no started_at")
     query = request.get("querystring")
     if "?" not in uri and isinstance(query, dict) and query:
         uri += "?" + query_string(query)  # a log whose uri is the path alone
@@ -407,17 +401,17 @@ def to_wire(entry: dict[str, Any], index: int) -> tuple[bytes, int, tuple[str, .
         lines.append("content-length: 0")
     lines.append(f"{REPLAY_HEADER}: {index}")
     head = f"{method} {request_target(uri)} HTTP/1.1\r\n" + "\r\n".join(lines) + "\r\n\r\n"
-    subjects = []
-    if isinstance(ip := entry.get("client_ip"), str) and ip:
-        subjects.append(f"ip:{ip}")
-    consumer = entry.get("consumer")
-    if isinstance(consumer, dict) and isinstance(cid := consumer.get("id"), str) and cid:
-        subjects.append(f"consumer:{cid}")
-    return head.encode("utf-8", "replace"), int(started), tuple(subjects)
+    return head.encode("utf-8", "replace")
 
 
 def load_traffic(path: Path, limit: int | None = None) -> Traffic:
-    """The entries of a `traffic.ndjson` (bad lines counted by reason and skipped)."""
+    """The entries of a `traffic.ndjson` (one entry, or an http-log array, per line).
+
+    Each entry goes through gatewatch's own Kong parser first: its subjects (`consumer:`, `key:`,
+    `ip:`) and time are the event's, so both sides count the same subjects, and an entry the
+    parser rejects (gatewatch never sees it) is not replayed either. Skips are counted by reason.
+    """
+    parser = KongParser(Redactor(b"peer-modsecurity-bench"))
     traffic = Traffic()
     with path.open("rb") as f:
         for line in f:
@@ -426,19 +420,22 @@ def load_traffic(path: Path, limit: int | None = None) -> Traffic:
             if not line.strip():
                 continue
             try:
-                entry = orjson.loads(line)
-                if not isinstance(entry, dict):
-                    raise ValueError("not a JSON object")
-                wire, t, subjects = to_wire(entry, len(traffic.wires))
+                doc = orjson.loads(line)
             except orjson.JSONDecodeError:
                 traffic.skipped["not JSON"] += 1
                 continue
-            except ValueError as exc:
-                traffic.skipped[str(exc)] += 1
-                continue
-            traffic.wires.append(wire)
-            traffic.times_ms.append(t)
-            traffic.subjects.append(subjects)
+            for entry in doc if isinstance(doc, list) else [doc]:
+                try:
+                    if not isinstance(entry, dict):
+                        raise ValueError("not a JSON object")
+                    event = parser.parse_entry(entry)  # ParseError, ValidationError: ValueErrors
+                    wire = to_wire(entry, len(traffic.wires))
+                except ValueError as exc:
+                    traffic.skipped[str(exc).partition(":")[0].partition("\n")[0]] += 1
+                    continue
+                traffic.wires.append(wire)
+                traffic.times_ms.append(event.ts_ms)
+                traffic.subjects.append(tuple(event.subjects()))
     if traffic.skipped:
         log.warning("traffic.skipped", path=str(path), reasons=dict(traffic.skipped))
     return traffic
@@ -453,8 +450,9 @@ class Episode:
     end_ms: int
 
 
-def load_episodes(path: Path) -> list[Episode]:
-    """The episodes of a `labels.json`; a malformed one is a clear error naming it."""
+def load_labels(path: Path) -> tuple[list[Episode], int | None]:
+    """The episodes of a `labels.json` and the end of the run (`end_ms`, when it has one); a
+    malformed file is a clear error naming what is wrong."""
     try:
         doc = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:
@@ -476,7 +474,10 @@ def load_episodes(path: Path) -> list[Episode]:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: episode {i} is malformed ({exc!r})") from exc
-    return episodes
+    end = doc.get("end_ms")
+    if end is not None and (not isinstance(end, int) or isinstance(end, bool)):
+        raise ValueError(f"{path}: end_ms must be an integer, got {end!r}")
+    return episodes, end
 
 
 # --- the replay ----------------------------------------------------------------------------------
@@ -629,18 +630,23 @@ def score_run(
     episodes: Sequence[Episode],
     end_ms: int | None = None,
 ) -> dict[str, Any]:
-    """Per scenario detection and benign false positives of per-request verdicts.
+    """Per scenario detection and benign false positives of per-request verdicts, counted the way
+    `pipeline.evaluation.score` counts gatewatch's decisions.
 
-    `end_ms` is the end of the run (default: the last request).
+    A request carrying a subject of an episode, within the episode's span, is that episode's; its
+    other subjects (the key behind a shared credential, ...) are *associated* with the attack and
+    are neither attacker nor benign. Benign subjects are all others; one is a false positive when
+    a blocked request carries it. `end_ms` is the end of the run (default: the last request).
 
     >>> eps = [Episode("e1", "scan", frozenset({"ip:6.6.6.6"}), 10_000, 20_000)]
-    >>> r = score_run([0, 12_000, 15_000, 3_600_000], [("ip:1.1.1.1",), ("ip:6.6.6.6",),
-    ...     ("ip:6.6.6.6",), ("ip:2.2.2.2", "consumer:c")], [False, False, True, True], eps)
+    >>> subjects = [("ip:1.1.1.1",), ("ip:6.6.6.6", "key:k"), ("ip:6.6.6.6",),
+    ...     ("consumer:c", "ip:2.2.2.2")]
+    >>> r = score_run([0, 12_000, 15_000, 3_600_000], subjects, [False, False, True, True], eps)
     >>> r["scenarios"]["scan"]["detected"], r["scenarios"]["scan"]["median_time_to_detect_s"]
     (1, 5.0)
     >>> b = r["benign"]
-    >>> b["subjects"], b["false_positive_subjects"], b["subject_hours"]
-    (3, 2, 1.0)
+    >>> b["subjects"], b["false_positive_subjects"], b["subject_hours"], b["subjects_by_kind"]
+    (3, 2, 1.0, {'ip': 2, 'consumer': 1})
     """
     attackers = frozenset().union(*(e.subjects for e in episodes)) if episodes else frozenset()
     by_subject: dict[str, list[Episode]] = {}
@@ -653,52 +659,56 @@ def score_run(
     ep_requests: Counter[str] = Counter()
     ep_flagged: Counter[str] = Counter()
     first_seen: dict[str, int] = {}
-    fp_subjects: set[str] = set()
-    benign_requests = benign_flagged = outside = outside_flagged = 0
+    associated: set[str] = set()
+    blocked_subjects: set[str] = set()
+    benign_requests = benign_flagged = 0
     for t, subs, hit in zip(times_ms, subjects, flagged, strict=True):
         for s in subs:
-            if s not in attackers and (s not in first_seen or t < first_seen[s]):
+            if s not in first_seen or t < first_seen[s]:
                 first_seen[s] = t
         owners = {
-            ep.id: ep for s in subs for ep in by_subject.get(s, ()) if ep.start_ms <= t <= ep.end_ms
+            ep.id for s in subs for ep in by_subject.get(s, ()) if ep.start_ms <= t <= ep.end_ms
         }
-        for eid in owners:
-            ep_requests[eid] += 1
-            if hit:
-                ep_flagged[eid] += 1
-                if eid not in first_flag or t < first_flag[eid]:
-                    first_flag[eid] = t
         if owners:
+            associated.update(s for s in subs if s not in attackers)
+            for eid in owners:
+                ep_requests[eid] += 1
+                if hit:
+                    ep_flagged[eid] += 1
+                    first_flag[eid] = min(t, first_flag.get(eid, t))
             continue
-        if any(s in attackers for s in subs):
-            # An attacker subject outside its episodes: neither attack nor benign traffic.
-            outside += 1
-            outside_flagged += hit
-            continue
-        benign_requests += 1
         if hit:
-            benign_flagged += 1
-            fp_subjects.update(subs)
+            blocked_subjects.update(subs)
+        # An attacker subject outside its episodes is neither attack nor benign traffic.
+        if not any(s in attackers for s in subs):
+            benign_requests += 1
+            benign_flagged += hit
 
     scenarios: dict[str, dict[str, Any]] = {}
+    delays: dict[str, list[float]] = {}
     for ep in episodes:
         row = scenarios.setdefault(
-            ep.scenario,
-            {"episodes": 0, "detected": 0, "requests": 0, "requests_flagged": 0, "_ttd": []},
+            ep.scenario, {"episodes": 0, "detected": 0, "requests": 0, "requests_flagged": 0}
         )
         row["episodes"] += 1
         row["requests"] += ep_requests[ep.id]
         row["requests_flagged"] += ep_flagged[ep.id]
         if ep.id in first_flag:
             row["detected"] += 1
-            row["_ttd"].append(max(0, first_flag[ep.id] - ep.start_ms) / 1000)
-    for row in scenarios.values():
-        ttd = row.pop("_ttd")
+            delays.setdefault(ep.scenario, []).append((first_flag[ep.id] - ep.start_ms) / 1000)
+    for name, row in scenarios.items():
+        ttd = delays.get(name, [])
         row["recall"] = round(row["detected"] / row["episodes"], 4)
-        row["median_time_to_detect_s"] = statistics.median(ttd) if ttd else None
+        row["median_time_to_detect_s"] = round(statistics.median(ttd), 2) if ttd else None
         row["p90_time_to_detect_s"] = nearest_rank(ttd, 0.9)
 
-    hours = sum(max(0, end - t0) for t0 in first_seen.values()) / 3_600_000
+    benign = [s for s in first_seen if s not in attackers and s not in associated]
+    fps = [s for s in benign if s in blocked_subjects]
+    hours = sum(max(0, end - first_seen[s]) for s in benign) / 3_600_000
+
+    def kinds(items: Iterable[str]) -> dict[str, int]:
+        return dict(Counter(s.partition(":")[0] for s in items))
+
     return {
         "requests": len(times_ms),
         "requests_flagged": sum(flagged),
@@ -706,19 +716,13 @@ def score_run(
         "benign": {
             "requests": benign_requests,
             "requests_flagged": benign_flagged,
-            "subjects": len(first_seen),
-            "subjects_by_kind": dict(Counter(s.partition(":")[0] for s in first_seen)),
-            "false_positive_subjects": len(fp_subjects),
-            "false_positive_subjects_by_kind": dict(
-                Counter(s.partition(":")[0] for s in fp_subjects)
-            ),
+            "subjects": len(benign),
+            "subjects_by_kind": kinds(benign),
+            "false_positive_subjects": len(fps),
+            "false_positive_subjects_by_kind": kinds(fps),
             "subject_hours": round(hours, 3),
-            "fp_per_1000_subject_hours": round(1000 * len(fp_subjects) / hours, 3)
-            if hours
-            else None,
+            "fp_per_1000_subject_hours": round(1000 * len(fps) / hours, 3) if hours else None,
         },
-        "attacker_requests_outside_episodes": outside,
-        "attacker_requests_outside_episodes_flagged": outside_flagged,
     }
 
 
@@ -816,7 +820,7 @@ def run_crs_corpus(gateway: ModSecurityNginx, connections: int) -> dict[str, Any
             "request": {"method": case.method, "uri": case.uri, "headers": case.headers},
             "started_at": 0,
         }
-        wires.append(to_wire(entry, -1 - i)[0])  # negative ids: apart from the traffic's
+        wires.append(to_wire(entry, -1 - i))  # negative ids: apart from the traffic's
     statuses, _ = run_replay(gateway, wires, connections, "CRS corpus")
     flagged = {
         (c.rule_id, c.test_id): s == BLOCKED for c, s in zip(replayable, statuses, strict=True)
@@ -828,17 +832,36 @@ def run_crs_corpus(gateway: ModSecurityNginx, connections: int) -> dict[str, Any
 
 
 def gatewatch_figures(traffic_dir: Path) -> dict[str, Any] | None:
-    """gatewatch's evaluation of the same run, or None while `pipeline.evaluation.score` is not
-    in the tree."""
+    """gatewatch's evaluation of the same run: `pipeline.evaluation.score.evaluate_run` when the
+    tree has it, else the steps of `gatewatch replay --labels` (parse, replay through the
+    workers' processor on the event clock, score); None when neither is available."""
+    traffic, labels = traffic_dir / "traffic.ndjson", traffic_dir / "labels.json"
     try:
-        from pipeline.evaluation.score import evaluate_run
+        from pipeline.evaluation.score import evaluate_run  # type: ignore[attr-defined]
     except ImportError:
-        log.warning("gatewatch.evaluation_missing", module="pipeline.evaluation.score")
+        pass
+    else:
+        result: dict[str, Any] = evaluate_run(traffic, labels)
+        return result
+    try:
+        from pipeline.config import Settings
+        from pipeline.evaluation.replay import ReplayResult, parse_lines, replay
+        from pipeline.evaluation.score import Scorer
+        from pipeline.worker.processor import build_processor
+    except ImportError as exc:
+        log.warning("gatewatch.evaluation_missing", error=str(exc))
         return None
-    result: dict[str, Any] = evaluate_run(
-        traffic_dir / "traffic.ndjson", traffic_dir / "labels.json"
-    )
-    return result
+    settings = Settings()
+    processor = build_processor(settings, event_clock=True)
+    scorer = Scorer(orjson.loads(labels.read_bytes()), processor.auth_routes)
+    replayed = ReplayResult()
+    redactor = Redactor(settings.redaction_key.get_secret_value().encode())
+    with traffic.open("rb") as f:
+        events = parse_lines(f, "kong", redactor, replayed)
+        replay(events, processor, observe=scorer.observe, result=replayed)
+    report: dict[str, Any] = scorer.report(replayed.decisions)
+    report["replay"] = replayed.summary()
+    return report
 
 
 def _fmt(value: Any) -> str:
@@ -1007,7 +1030,7 @@ def main() -> None:
             if not (folder / name).is_file():
                 raise SystemExit(f"{folder}: no {name} (expected a simulator output folder)")
         try:
-            episodes = load_episodes(folder / "labels.json")
+            episodes, end_ms = load_labels(folder / "labels.json")
         except ValueError as exc:
             raise SystemExit(str(exc)) from exc
         traffic = load_traffic(folder / "traffic.ndjson", args.limit)
@@ -1024,17 +1047,23 @@ def main() -> None:
         client_cpu_s, nginx_cpu_s = time.process_time() - client0, gateway.cpu_s() - nginx0
         crs = run_crs_corpus(gateway, args.connections) if args.crs else None
         audit = read_audit(gateway.audit_log)
-        ours = gatewatch_figures(folder)
+        ours = None
+        if args.limit is None:
+            ours = gatewatch_figures(folder)
+        else:
+            log.warning(
+                "gatewatch.skipped", why="--limit: only the whole run compares like for like"
+            )
 
     flagged = [s == BLOCKED for s in statuses]
-    modsec = score_run(traffic.times_ms, traffic.subjects, flagged, episodes)
+    modsec = score_run(traffic.times_ms, traffic.subjects, flagged, episodes, end_ms)
     modsec["statuses"] = {str(k): v for k, v in sorted(Counter(statuses).items())}
     modsec["benign_rules"] = benign_rules(traffic, flagged, episodes, audit)
     modsec["skipped_entries"] = dict(traffic.skipped)
     if not args.allowed_methods:
         rest = without_method_policy(flagged, audit)
         modsec["rest_methods_allowed"] = score_run(
-            traffic.times_ms, traffic.subjects, rest, episodes
+            traffic.times_ms, traffic.subjects, rest, episodes, end_ms
         )
     if crs is not None:
         modsec["crs_corpus"] = crs
