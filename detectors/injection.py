@@ -1,0 +1,251 @@
+"""Injection probing: SQLi, XSS, path traversal / LFI, command injection / RCE and SSRF payloads in
+a request's path and query, judged against what each endpoint's parameters normally hold.
+
+`inspect` looks at one request: the URL path and every query parameter name and value (as the
+gateway logged them after redaction: secrets are fingerprints, PII masked), decoded the way a WAF
+decodes them (`injection_decode`), scanned by the rules of each class (`injection_rules`). The
+strongest finding is weighed by the parameter's learned shape (`injection_shapes`): in a parameter
+that always holds a number any payload counts more, and a quote or a `<` alone counts; in a free-text
+search box only strong findings keep their weight. Requests it flags are never learned from.
+
+`score` turns a subject's decayed findings into a signal: one clear payload is worth a tag, a few in
+a minute a challenge, a scanner's run (sqlmap, nikto) a block.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from detectors.base import Signal, SubjectContext
+from detectors.injection_decode import Decoded, decode
+from detectors.injection_rules import DATA_DIR, Hit, RuleSet
+from detectors.injection_shapes import STRICT, ParamShapes, shape_of
+from detectors.state import EVIDENCE_TAU_S, SubjectState
+from pipeline.events import GatewayEvent
+
+__all__ = ["KINDS", "InjectionDetector"]
+
+KINDS = ("sqli", "xss", "lfi", "rce", "ssrf")
+_NAMES = {"sqli": "SQLi", "xss": "XSS", "lfi": "path traversal", "rce": "command injection",
+          "ssrf": "SSRF"}  # fmt: skip
+EXCERPT_CHARS = 40
+# Values made only of these characters (no space) cannot hold a payload of any class.
+_PLAIN = re.compile(r"[A-Za-z0-9_.,:@+\-]*")
+# ...except these, which are whole payloads in plain characters.
+_PLAIN_SUSPECT = re.compile(
+    r"information_schema|pg_|sqlite_|sys(?:objects|columns)|xp_|@@|::|169\.254|\.\.", re.IGNORECASE
+)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
+# Paths made only of these need no decoding or scanning.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_.,:@+\-/{}~=]*")
+# In a parameter that always holds a number, a UUID, a date...: characters no such value has.
+_MARKERS = (
+    (
+        "sqli",
+        "quote or SQL syntax",
+        re.compile(r"['\"`]|--|#|/\*|\b(?:or|and|union|select|sleep)\b"),
+    ),
+    ("xss", "angle bracket", re.compile(r"[<>]")),
+    ("rce", "shell metacharacter", re.compile(r"[;|`]|\$\(|&&")),
+)
+_MARKER_STRENGTH = 0.45
+
+
+@dataclass(frozen=True, slots=True)
+class _Finding:
+    score: float
+    hit: Hit
+    where: str
+    note: str
+    excerpt: str
+
+
+class InjectionDetector:
+    """Finds injection payloads in single requests and scores subjects by the findings they made.
+
+    Parameters
+    ----------
+    min_score
+        A request whose strongest finding scores below this is not flagged (and is learned from).
+    tag_at, challenge_at, block_at
+        Decayed evidence (sum of finding scores, time constant `EVIDENCE_TAU_S`) at which the
+        subject's score reaches 0.3 (tag), 0.6 (challenge) and 0.85 (block); 1.0 at twice `block_at`.
+    learn_after, max_params, max_params_per_route
+        Parameter-shape learning (`ParamShapes`): observations before a shape is trusted, and the
+        memory bounds.
+    data_dir
+        Where the CRS word lists are.
+
+    Examples
+    --------
+    >>> from pipeline.events import GatewayEvent
+    >>> detector = InjectionDetector()
+    >>> event = GatewayEvent(ts_ms=1_000, gateway="kong", client_ip="203.0.113.9", method="GET",
+    ...                      path="/search", route="/search", status=200,
+    ...                      query={"q": "1 UNION SELECT username, password FROM users--"})
+    >>> finding = detector.inspect(event)
+    >>> finding.kind, finding.score
+    ('sqli', 1.0)
+    >>> finding.reason
+    'SQLi in ?q: UNION SELECT at "1 union select username, password from u…"'
+    >>> benign = event.model_copy(update={"query": {"q": "O'Brien union station"}})
+    >>> detector.inspect(benign) is None
+    True
+    >>> state = SubjectState()
+    >>> for i in range(3):
+    ...     state.note(detector.name, finding.score, 1.0 + i, finding.kind, finding.reason)
+    >>> detector.score(state, SubjectContext("ip:203.0.113.9", "ip", now=4.0)).score
+    0.661
+    """
+
+    name = "injection"
+
+    def __init__(
+        self,
+        min_score: float = 0.3,
+        tag_at: float = 0.5,
+        challenge_at: float = 2.0,
+        block_at: float = 6.0,
+        learn_after: int = 20,
+        max_params: int = 50_000,
+        max_params_per_route: int = 64,
+        data_dir: Path = DATA_DIR,
+    ) -> None:
+        if not 0 < min_score <= 1:
+            raise ValueError("min_score must be in (0, 1]")
+        if not 0 < tag_at < challenge_at < block_at:
+            raise ValueError("need 0 < tag_at < challenge_at < block_at")
+        self.min_score = min_score
+        self.tag_at = tag_at
+        self.challenge_at = challenge_at
+        self.block_at = block_at
+        self.learn_after = learn_after
+        self.max_params = max_params
+        self.max_params_per_route = max_params_per_route
+        self.data_dir = data_dir
+        self.rules = RuleSet(data_dir)
+        self.shapes = ParamShapes(learn_after, max_keys=max_params,
+                                  max_params_per_route=max_params_per_route)  # fmt: skip
+        self._knots = ((0.0, 0.0), (tag_at, 0.3), (challenge_at, 0.6), (block_at, 0.85),
+                       (2 * block_at, 1.0))  # fmt: skip
+
+    # -- one request ----------------------------------------------------------------------------------
+    def inspect(self, event: GatewayEvent) -> Signal | None:
+        best: _Finding | None = None
+        path = event.path
+        if not _PLAIN_PATH.fullmatch(path):
+            best = self._judge(decode(path), "the path", None, in_path=True, best=best)
+        route = event.route
+        for name, value in event.query.items():
+            if not _PLAIN_NAME.fullmatch(name):
+                best = self._judge(decode(name), f"parameter name {name[:EXCERPT_CHARS]!r}",
+                                   None, best=best)  # fmt: skip
+            if not value or value.startswith("hmac:"):
+                continue  # empty, or a secret the ingest replaced by its fingerprint
+            if _PLAIN.fullmatch(value) and _PLAIN_SUSPECT.search(value) is None:
+                if "." in value and (hit := self.rules.os_file(value)) is not None:
+                    best = self._score_hits([hit], decode(value), f"?{name[:EXCERPT_CHARS]}",
+                                            self.shapes.shape(route, name), value, False, best)  # fmt: skip
+                continue
+            shape = self.shapes.shape(route, name)
+            best = self._judge(decode(value), f"?{name[:EXCERPT_CHARS]}", shape, value=value,
+                               best=best)  # fmt: skip
+        if best is None or best.score < self.min_score:
+            if event.status < 400:
+                # Only endpoints that exist and accepted the request teach what is normal.
+                for name, value in event.query.items():
+                    if value and not value.startswith("hmac:"):
+                        self.shapes.learn(route, name, value)
+            return None
+        hit = best.hit
+        reason = f"{_NAMES[hit.kind]} in {best.where}{best.note}: {hit.label} at {best.excerpt}"
+        return Signal(self.name, hit.kind, best.score, reason)
+
+    def _judge(
+        self,
+        d: Decoded,
+        where: str,
+        shape: str | None,
+        *,
+        in_path: bool = False,
+        value: str = "",
+        best: _Finding | None,
+    ) -> _Finding | None:
+        hits = self.rules.scan(d, in_path=in_path)
+        strict = shape in STRICT and shape_of(value) != shape
+        if strict:
+            for kind, label, rx in _MARKERS:
+                m = rx.search(d.text)
+                if m is not None:
+                    hits.append(Hit(kind, label, _MARKER_STRENGTH, m.start()))
+        if not hits:
+            return best
+        return self._score_hits(hits, d, where, shape, value, in_path, best)
+
+    @staticmethod
+    def _score_hits(
+        hits: list[Hit],
+        d: Decoded,
+        where: str,
+        shape: str | None,
+        value: str,
+        in_path: bool,
+        best: _Finding | None,
+    ) -> _Finding | None:
+        """The strongest hit, plus a little for each other rule that agrees, weighed by the
+        parameter's shape; kept if it beats `best`."""
+        top = max(hits, key=lambda h: h.strength)
+        others = len({h.label for h in hits}) - 1
+        score = top.strength + 0.1 * min(2, others)
+        note = ""
+        if shape in STRICT and shape_of(value) != shape:
+            score += 0.2
+            note = f" (normally {shape})"
+        elif shape == "token":
+            score += 0.1
+        elif shape in ("text", "json", "url") and top.strength < 0.7:
+            score *= 0.5
+            note = f" (free {shape})" if shape != "url" else " (a URL parameter)"
+        # A value still percent-encoded after the gateway decoded it once was encoded twice.
+        if d.encoded_layers >= (2 if in_path else 1):
+            score += 0.1
+        score = round(min(1.0, score), 3)
+        if best is not None and best.score >= score:
+            return best
+        return _Finding(score, top, where, note, _excerpt(d.text, top.pos))
+
+    # -- one subject ------------------------------------------------------------------------------------
+    def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
+        evidence = state.evidence.get(self.name) if state.evidence else None
+        if evidence is None:
+            return None
+        value = evidence.value(ctx.now)
+        score = self._evidence_score(value)
+        if score < 0.05:
+            return None
+        reason = (
+            f"{evidence.hits} injection finding{'s' if evidence.hits != 1 else ''} "
+            f"(decayed weight {value:.2f}, decay {EVIDENCE_TAU_S:.0f} s); last: {evidence.reason}"
+        )
+        return Signal(self.name, evidence.kind, score, reason)
+
+    def _evidence_score(self, value: float) -> float:
+        knots = self._knots
+        for (x0, y0), (x1, y1) in zip(knots, knots[1:], strict=False):
+            if value <= x1:
+                return round(y0 + (y1 - y0) * (value - x0) / (x1 - x0), 3)
+        return 1.0
+
+
+def _excerpt(text: str, pos: int) -> str:
+    """At most `EXCERPT_CHARS` characters of the payload around where it matched, quoted."""
+    start = max(0, min(pos, len(text) - EXCERPT_CHARS) - 4)
+    piece = text[start : start + EXCERPT_CHARS]
+    cut = start + EXCERPT_CHARS < len(text)
+    return (
+        '"'
+        + piece.encode("unicode_escape").decode("ascii").replace('"', '\\"')[:60]
+        + ('…"' if cut else '"')
+    )
