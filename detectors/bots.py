@@ -15,7 +15,9 @@ Three detectors share one `UserAgentClassifier`:
 
 Declared crawlers a site wants (Googlebot, bingbot, link previews, uptime monitors) and HTTP
 libraries (`python-requests`, `okhttp`, `curl`) are never flagged for their user agent: the first
-announce themselves, the second are how most legitimate API consumers talk.
+announce themselves, the second are how most legitimate API consumers talk. Nor are
+authenticated clients judged on behaviour here: a consumer's integration polls like a machine by
+design, and the rate and anomaly detectors hold it to its own baseline.
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ __all__ = ["BrowserMimicry", "CrawlerPace", "ScannerAgent"]
 _PATH_BITS = 128
 _PATH_SHIFT = 32 - 7
 MAX_SOURCES = 64
+
+
+def _anonymous(event: GatewayEvent) -> bool:
+    """Whether no consumer or credential vouches for the request. An authenticated client is a
+    customer's integration whatever user agent its code sets (Zapier, a script sending Chrome's):
+    polling like a machine is its job, and its pace is judged against its own baseline by the
+    rate and anomaly detectors, not here."""
+    return event.consumer is None and event.credential is None
 
 
 def _shown(user_agent: str, limit: int = 40) -> str:
@@ -198,8 +208,8 @@ class BrowserMimicry:
     """
 
     name = "bot_behaviour"
-    # A key's requests are its consumer's: judging both would double the memory for nothing.
-    kinds = ("consumer", "ip")
+    # Only anonymous clients claim to be people: see `_anonymous`.
+    kinds = ("ip",)
 
     def __init__(
         self,
@@ -237,10 +247,14 @@ class BrowserMimicry:
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
         if event is not self._last_event:
             self._last_event = event
-            self._last_kind = self.classifier.classify(event.user_agent).kind
-            if self._last_kind == BROWSER and event.method != "OPTIONS":
-                self._headers_logged = self._source_logs_headers(event)
+            self._last_kind = ""
+            if _anonymous(event):
+                self._last_kind = self.classifier.classify(event.user_agent).kind
+                if self._last_kind == BROWSER and event.method != "OPTIONS":
+                    self._headers_logged = self._source_logs_headers(event)
         kind = self._last_kind
+        if not kind:
+            return  # authenticated: not a claim to be a person (see `_anonymous`)
         t = event.ts_ms / 1000.0  # event time: a replay or a lagging batch is judged alike
         memo = state.memo.get(self.name) if state.memo is not None else None
         if isinstance(memo, _Mimicry) and t - memo.last_t > self.forget_after_s:
@@ -417,7 +431,7 @@ class CrawlerPace:
     """
 
     name = "crawler_pace"
-    kinds = ("consumer", "ip")
+    kinds = ("ip",)
 
     def __init__(
         self,
@@ -439,6 +453,8 @@ class CrawlerPace:
         self._alpha = 2.0 / (window + 1)
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
+        if not _anonymous(event):
+            return
         found = self.classifier.classify(event.user_agent)
         memo = state.memo.get(self.name) if state.memo is not None else None
         t = event.ts_ms / 1000.0

@@ -540,3 +540,22 @@ def test_through_the_processor(classifier: UserAgentClassifier) -> None:
         "bot_behaviour: browser UA without accept-language" in final["ip:198.51.100.2"].reasons[0]
     )
     assert not {"ip:192.0.2.3", "ip:192.0.2.4", "consumer:partner-7"} & set(final)
+
+
+def test_authenticated_integrations_are_not_judged_as_bots(classifier: UserAgentClassifier) -> None:
+    """A consumer's script that sends Chrome's user agent and polls every second, and a Zapier
+    workflow at 3 requests/s: customers' integrations, judged by their own baselines elsewhere."""
+    mimicry, pace = BrowserMimicry(classifier=classifier), CrawlerPace(classifier=classifier)
+    script = browsing(80, [1.0], consumer="acme", ip="192.0.2.40")
+    zapier = crawl("Zapier", 3.0)
+    for e in zapier:
+        e.consumer, e.client_ip = "zap-user", "192.0.2.41"
+    for events in (script, zapier):
+        for subject in (f"consumer:{events[0].consumer}", f"ip:{events[0].client_ip}"):
+            state = SubjectState()
+            feed([mimicry, pace], state, events, subject)
+            now = events[-1].ts_ms / 1000
+            assert judge(mimicry, state, subject, now) is None
+            assert judge(pace, state, subject, now) is None
+            assert state.memo is None
+    assert classifier.classify("Zapier").kind == BULK_CRAWLER  # anonymous, it would be judged
