@@ -35,7 +35,7 @@ _SPACE = re.compile(r"[ \t\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
 _BREAK = re.compile(r"\r\n?|[\x85\u2028\u2029]")
 # Inside a shell word these vanish: c\at, c''at, c""at, ca$@t, cat${IFS}/etc/passwd.
 _SHELL_NOISE = re.compile(
-    r"\\(?=[a-z0-9/.])|''|\"\"|``|\$@|\$\*|\$\(\)|[<>]\(\)|\$\{[a-z_]*\}(?<!\{ifs\})"
+    r"\\(?=[a-z0-9/.])|''|\"\"|``|\$[@*!?$#_-]|\$\(\)|[<>]\(\)|\$\{[a-z_]*\}(?<!\{ifs\})"
 )
 # $IFS is a space to the shell: cat${IFS}/etc/passwd.
 _IFS = re.compile(r"\$\{ifs\}|\$ifs\b")

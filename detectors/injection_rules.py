@@ -36,7 +36,7 @@ class Hit:
 
 
 # --- SQL injection ----------------------------------------------------------------------------------
-_OPERAND = r"(?:(?:['\"`][\w.@]*['\"`]|[\w.@]+)\s*(?:=|<=?|>=?|!=|<>|\blike\b|\bregexp\b|\bis\b|\bin\s*\(|\bbetween\b)|true\b|false\b|null\b|\d|\(|[a-z_][\w.]*\s*\(|['\"])"  # noqa: E501
+_OPERAND = r"(?:(?:['\"`][\w.@]*['\"`]|[\w.@]+)\s*(?:=|<=?|>=?|!=|<>|\blike\b|\bregexp\b|\bglob\b|\bis\b|\bin\s*\(|\bbetween\b)|true\b|false\b|null\b|\d|\(|[a-z_][\w.]*\s*\(|['\"])"  # noqa: E501
 _SQLI = (
     ("UNION SELECT", 0.95, r"\bunion(?:\s+(?:all|distinct))?\s*\(*\s*select\b"),
     (
@@ -87,6 +87,12 @@ _SQLI = (
         r"\b(?:pg_sleep|benchmark|dbms_lock\.sleep|dbms_pipe\.receive_message|randomblob)\s*\(|\bwaitfor\s+(?:delay|time)\s+['\"]",
     ),  # noqa: E501
     ("SLEEP()", 0.75, r"\bsleep\s*\(\s*(?:\d|['\"(-]|[a-z_]+\s*\()"),
+    ("tautology alone", 0.45, r"(?:^|[\s,;(])(\d+|'\w*'|\"\w*\")\s*(?:=|==|<=>)\s*\1\s*$|<=>"),
+    ("delay function", 0.65, r"\b(?:pg_sleep|dbms_lock\.sleep|dbms_pipe\.receive_message)\b"),
+    ("XOR expression", 0.55, r"\bxor\b\s*(?:\d|['\"(]|\w+\s*[<>=!-])"),
+    ("quote, OR, operand, operator", 0.6, r"['\"`]\s*(?:or|and|xor)\s+\w+\s*[<>=!-]|(?:^|\s)(?:or|and)\s+(?:'[^']*'|\"[^\"]*\"|\d+)\s*(?:[<>=!]|-$)"),  # noqa: E501
+    ("DDL statement ended", 0.55, r"\b(?:drop|truncate|alter)\s+\w+\s*(?:;|--|#)|;\s*truncate\b"),
+    ("OLE DB provider", 0.5, r"\b(?:msdasql|sqloledb|microsoft\.jet\.oledb)\b"),
     (
         "server variable",
         0.85,
@@ -237,6 +243,8 @@ _XSS = (
     ("template code", 0.55, r"\{\{[^}]*(?:\(|\.\s*\w+\s*\()[^}]*\}\}"),
     ("method borrowing", 0.6, r"\[\s*\]\s*\.\s*\w+\s*\.\s*(?:call|apply|bind)\b|\.parentnode\b"),
     ("XML namespace attribute", 0.4, r"\bxmlns(?::\w+)?\s*=\s*['\"]?https?:"),
+    ("call without parentheses", 0.6, r"\.\s*(?:call|apply|bind)\s*`|\breflect\s*\.\s*(?:apply|construct|get|set|defineproperty)\b"),  # noqa: E501
+    ("IE import", 0.6, r"<\?\s*import\b|implementation\s*="),
     ("JavaScript function", 0.5, r"\bnew\s+function\s*\(|\bfunction\s*\(\s*\)\s*\{"),
 )
 
@@ -258,20 +266,22 @@ _RCE = (
     ("path to a program", 0.6, r"(?:^|[\s/;|&=(])(?:usr/|usr/local/)?s?bin/[a-z0-9_+-]{2,}"),
     ("shell function definition", 0.85, r"\(\s*\)\s*\{"),
     ("process substitution", 0.7, r"[<>]\(\s*[a-z/.]"),
+    ("arithmetic expansion", 0.5, r"\$\[[^\]]{0,40}\]"),
+    ("history expansion", 0.35, r"(?:^|[\s;&|])!(?:!|-?\d+)(?=\s|$)"),
     ("parameter expansion", 0.6, r"\$\{[#!]?\w+(?::?[-=+?]|//?|##?|%%?|:\d|\[)"),
     ("wildcard command", 0.55, r"(?:^|[\s;|&])[a-z]{0,8}[?*][a-z?*]{0,8}\s+[/~.]"),
     ("Windows system path", 0.7, r"\b[a-z]:[\\/]+(?:windows|winnt)[\\/]+(?:system32|syswow64)\b|\\system32\\[\w.]+\.exe"),  # noqa: E501
     (
         "wildcard path",
         0.6,
-        r"(?:^|[\s;|&=(])/(?:[\w.?*\[\]-]*[?*\[][\w.?*\[\]-]*/)+|(?:^|[\s;|&=(])/(?:bin|etc|usr|dev|tmp|proc|var)/[\w.-]*[?*\[]",
+        r"(?:^|[\s;|&=(])/(?:[\w.?*\[\]-]*[?*\[][\w.?*\[\]-]*/)+|(?:^|[\s;|&=(])/(?:bin|sbin|etc|usr|dev|tmp|proc|var|opt|home|root)/(?:[\w.-]+/)*[\w.-]*[?*\[]",
     ),  # noqa: E501
     (
         "brace expansion",
         0.7,
         r"\{[^{}\s\"':]*,[^{}\s\"':]*/[^{}\s\"':]*\}|\{[^{}\s\"':]*/[^{}\s\"':]*,[^{}\s\"':]*\}",
     ),  # noqa: E501
-    ("shell alias", 0.55, r"\balias\s+(?:[+-]\w+\s+)*[\w.-]+=\S"),
+    ("shell alias", 0.55, r"\balias\s+(?:[+-][\w+-]*\s+)*[\w.-]+=\S"),
     (
         "SQLite shell command",
         0.7,
@@ -332,6 +342,10 @@ _RCE = (
         0.45,
         r"%(?:comspec|systemroot|windir|errorlevel|cd|path|temp|userprofile|appdata|programfiles|computername|username|random|[a-z_]\w{0,20}:~[^%]{0,12})%",
     ),  # noqa: E501
+)
+
+# --- Code injection (PHP, Java, templates, Node.js, Python), matched on the plain decoded text -------------
+_CODE = (
     (
         "PHP code",
         0.8,
@@ -375,7 +389,7 @@ _RCE = (
 
 # Separators after which a word is a new shell command, and what its arguments look like.
 _SHELL_WORD = re.compile(
-    r"(?P<sep>^|[;`]|&&|\|\||[|&(\n]|\$\(|\{)\s*(?P<word>[a-z0-9_./+~-]{1,40})(?=[\s;|&<>)`'\"$]|$)(?P<rest>[^;\n|&`]{0,120})"
+    r"(?P<sep>^|[;`]|&&|\|\||[|&(\n]|\$\(|\{)\s*(?:\$\w+\s+)?(?P<word>[a-z0-9_./+~-]{1,40})(?=[\s;|&<>)`'\"$]|$)(?P<rest>[^;\n|&`]{0,120})"
 )
 _SHELL_ARGS = re.compile(
     r"(?:^|\s)-{1,2}[a-z]|(?:^|\s)/[a-z.]|(?<![-=<>])[<>]|\$\w|\$\{|://|\b\d{1,3}(?:\.\d{1,3}){3}\b|\*|\\\\|\b[a-z]:[\\\\/]"
@@ -392,7 +406,8 @@ _AMBIGUOUS = frozenset(
     ash bridge cargo chef compress cron dash eb exec fish gem get gimp git hd java knife latex lp
     lua nano node octave pax pdb perl pf php pip pkg post pry puppet python raku rar reboot reg
     ruby sash sc sched shutdown snap strings task tex tic trap ul unlink unset view vi w wall wish
-    yelp yarn docker emacs vim view tbl""".split()
+    yelp yarn docker emacs vim view tbl yum lynx mutt volatility finger dig locate grep ping
+    telnet htop tmux atom chmod""".split()
 )
 # Prefixes that run the next word as a command.
 _PREFIXES = frozenset("time sudo nohup env nice timeout xargs exec command builtin doas".split())
@@ -402,7 +417,7 @@ _WINDOWS = frozenset(
     rundll32 regsvr32 cscript wscript schtasks nslookup bcdedit bcdboot vssadmin wevtutil
     icacls takeown attrib cacls net1 sc nltest dsquery csvde ntdsutil msiexec forfiles
     iex iwr irm gwmi iwmi saps sajb gci gc icm ipmo sal nal gcm gps spps sls ni ri
-    dir del copy move ren md rd cls start echo type set""".split()
+    dir del copy move ren md rd cls start echo type set regedit netsh mmc msconfig""".split()
 )
 
 
@@ -411,20 +426,32 @@ def _alternation(rules: Iterable[tuple[str, float, str]]) -> re.Pattern[str]:
 
 
 class _Class:
-    """The rules of one class: a gate (all of them at once) and each on its own."""
+    """The rules of one class: a gate (all of them at once) and each on its own. A rule with a
+    backreference cannot join the gate (its group numbers would shift) and is always tried."""
 
     def __init__(self, kind: str, rules: tuple[tuple[str, float, str], ...]) -> None:
         self.kind = kind
-        self.gate = _alternation(rules)
-        self.rules = [(label, strength, re.compile(p)) for label, strength, p in rules]
+        gated = [r for r in rules if not _BACKREF.search(r[2])]
+        self.gate = _alternation(gated)
+        self.rules = [(label, strength, re.compile(p)) for label, strength, p in gated]
+        self.ungated = [
+            (label, strength, re.compile(p)) for label, strength, p in rules if _BACKREF.search(p)
+        ]
 
     def scan(self, text: str, out: list[Hit]) -> None:
+        for label, strength, rx in self.ungated:
+            m = rx.search(text)
+            if m is not None:
+                out.append(Hit(self.kind, label, strength, m.start()))
         if self.gate.search(text) is None:
             return
         for label, strength, rx in self.rules:
             m = rx.search(text)
             if m is not None:
                 out.append(Hit(self.kind, label, strength, m.start()))
+
+
+_BACKREF = re.compile(r"\\[1-9]")
 
 
 def _data_lines(path: Path) -> list[str]:
@@ -446,6 +473,7 @@ class RuleSet:
     def __init__(self, data_dir: Path = DATA_DIR) -> None:
         self.classes = (_Class("sqli", _SQLI), _Class("xss", _XSS), _Class("lfi", _LFI))
         self.rce = _Class("rce", _RCE)
+        self.code = _Class("rce", _CODE)
         commands: set[str] = set()
         prefixes: list[str] = []
         for entry in _data_lines(data_dir / "unix-shell.data"):
@@ -471,6 +499,7 @@ class RuleSet:
         hits: list[Hit] = []
         for cls in self.classes:
             cls.scan(text, hits)
+        self.code.scan(text, hits)
         self.rce.scan(d.shell, hits)
         self._commands(d, hits)
         self._traversal(d, hits, in_path=in_path)
@@ -503,9 +532,12 @@ class RuleSet:
             ambiguous = word in _AMBIGUOUS
             shellish = _SHELL_ARGS.search(rest) is not None
             if sep == "":  # the value starts with the command
-                if not shellish:
+                if shellish:
+                    strength, label = (0.4 if ambiguous else 0.5), "command with shell arguments"
+                elif not ambiguous and rest.strip():
+                    strength, label = 0.4, "command with arguments"
+                else:
                     continue
-                strength, label = (0.4 if ambiguous else 0.5), "command with shell arguments"
             elif sep in "&(\n":
                 glued = m.start("word") == m.end("sep")
                 if ambiguous and not shellish:
