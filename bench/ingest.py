@@ -9,6 +9,12 @@ for `--seconds`, counting the entries the collector answered as accepted (i.e. a
 
 Request-id deduplication is configured to remember nothing (GATEWATCH_DEDUPE_MAX_IDS=0), because
 the bodies are replayed; its bookkeeping still runs on every entry.
+
+Latency is measured per POST from just before the request is sent to the end of reading the
+answer. Wall-clock figures depend on whatever else the machine runs, so the CPU time each process
+spent during the measurement is reported too (Linux /proc): `collector_cpu_us_per_event` is the
+figure to compare between versions; `*_cpu_share` say how much of the machine's cores the
+collector, the broker and this client took, and `loadavg_1m` how busy it was before the run.
 """
 
 from __future__ import annotations
@@ -36,6 +42,28 @@ from pipeline.demo.traffic import TrafficModel  # noqa: E402
 from pipeline.stack import EmbeddedStack, free_port, stop_process  # noqa: E402
 
 BATCH_SIZES = (100, 250, 500, 1000)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux), None where /proc is not available."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pid(marker: str) -> int | None:
+    """A child of this process whose command line contains `marker` (the embedded broker)."""
+    me = str(os.getpid())
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            if ppid == me and marker in (proc / "cmdline").read_text():
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
 
 
 def build_bodies(entries_wanted: int, seed: int) -> list[tuple[int, bytes]]:
@@ -94,6 +122,7 @@ async def main() -> None:
         bodies = build_bodies(args.entries, seed=5)
     stack = None if args.kafka else EmbeddedStack().start()
     kafka = args.kafka or (stack.kafka if stack else "")
+    broker_pid = child_pid(f"127.0.0.1:{stack.kafka_port}") if stack else None
     port, token = free_port(), secrets.token_hex(16)
     settings = Settings(
         kafka=kafka,
@@ -128,6 +157,9 @@ async def main() -> None:
                 await asyncio.sleep(0.1)
             # Warm up (topic metadata, first envelopes), then measure.
             await sender(http, url, bodies, 0, time.monotonic() + 2, [], dict(counts))
+            pids = {"collector": collector.pid, "broker": broker_pid, "client": os.getpid()}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
             with console.status(f"posting for {args.seconds:.0f} s"):
                 start = time.monotonic()
                 stop_at = start + args.seconds
@@ -138,6 +170,11 @@ async def main() -> None:
                     )
                 )
                 elapsed = time.monotonic() - start
+            cpu = {
+                name: after - before
+                for name, before in cpu_before.items()
+                if before is not None and (after := cpu_seconds(pids[name])) is not None
+            }
     finally:
         stop_process(collector, timeout_s=30)
         if stack:
@@ -152,7 +189,14 @@ async def main() -> None:
         "concurrency": args.concurrency,
         "p50_ms": round(latencies[len(latencies) // 2], 2),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2),
+        "max_ms": round(latencies[-1], 2),
+        "loadavg_1m": load,
+        "cores": os.cpu_count(),
     }
+    if counts["accepted"] and "collector" in cpu:
+        result["collector_cpu_us_per_event"] = round(cpu["collector"] / counts["accepted"] * 1e6, 2)
+    for name, seconds in cpu.items():
+        result[f"{name}_cpu_share"] = round(seconds / elapsed, 2)  # 1.0 = one core all the time
     if args.json:
         print(orjson.dumps(result).decode())
     else:
