@@ -12,13 +12,26 @@ import zlib
 from typing import Any
 
 import msgpack
+import msgspec
 from pydantic import TypeAdapter, ValidationError
 
 from pipeline.events import GatewayEvent
 
-__all__ = ["VERSION", "EnvelopeError", "decode", "encode", "partition_for"]
+__all__ = [
+    "VERSION",
+    "EnvelopeError",
+    "EventRecord",
+    "decode",
+    "encode",
+    "encode_records",
+    "partition_for",
+    "record_subject",
+]
 
 VERSION = 1
+# A GatewayEvent's field dict: what an envelope carries per event, and what the Kong fast path
+# builds directly (valid by construction; the worker validates every envelope again).
+EventRecord = dict[str, Any]
 
 
 class EnvelopeError(ValueError):
@@ -34,10 +47,24 @@ def partition_for(subject: str, partitions: int) -> int:
     return zlib.crc32(subject.encode()) % partitions
 
 
+def record_subject(record: EventRecord) -> str:
+    """`GatewayEvent.partition_subject` of an event's field dict.
+
+    >>> record_subject({"consumer": None, "client_ip": "10.0.0.1"})
+    'ip:10.0.0.1'
+    """
+    consumer = record["consumer"]
+    return f"consumer:{consumer}" if consumer else f"ip:{record['client_ip']}"
+
+
 def encode(events: list[GatewayEvent]) -> bytes:
     # GatewayEvent is flat and holds only msgpack-native values, so its __dict__ is the record:
     # no model_dump() per event on the hot path.
-    return msgpack.packb({"v": VERSION, "events": [vars(e) for e in events]})
+    return encode_records([vars(e) for e in events])
+
+
+def encode_records(records: list[EventRecord]) -> bytes:
+    return _PACK({"v": VERSION, "events": records})
 
 
 def decode(payload: bytes) -> list[GatewayEvent]:
@@ -60,6 +87,9 @@ def decode(payload: bytes) -> list[GatewayEvent]:
             f"envelope holds a record that is not an event ({where}: {err['msg']})"
         ) from exc
 
+
+# msgspec writes the same msgpack bytes as msgpack.packb, in half the time.
+_PACK = msgspec.msgpack.Encoder().encode
 
 # One validation of the whole list, in pydantic-core: faster than building events one by one
 # without validation, and a corrupt record cannot slip into the detectors.

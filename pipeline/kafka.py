@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from pipeline import envelopes
 from pipeline.config import Settings
+from pipeline.envelopes import EventRecord
 from pipeline.events import GatewayEvent, Reject
 
 __all__ = ["DeadLetters", "EnvelopeProducer", "KafkaUnavailable", "ensure_topics"]
@@ -65,7 +66,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 
 @dataclass
 class _Pending:
-    events: list[GatewayEvent] = field(default_factory=list)
+    records: list[EventRecord] = field(default_factory=list)
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -100,16 +101,22 @@ class EnvelopeProducer:
         self._sends: set[asyncio.Task[None]] = set()
 
     async def submit(self, events: Iterable[GatewayEvent]) -> None:
+        await self.submit_records([vars(e) for e in events])
+
+    async def submit_records(self, records: Iterable[EventRecord]) -> None:
+        """`submit` for events already in field-dict form (the Kong fast path's output)."""
         waits: dict[int, asyncio.Future[None]] = {}
-        for event in events:
-            p = envelopes.partition_for(event.partition_subject(), self.partitions)
+        partitions = self.partitions
+        partition_for, subject = envelopes.partition_for, envelopes.record_subject
+        for record in records:
+            p = partition_for(subject(record), partitions)
             pending = self._pending.get(p)
             if pending is None:
                 pending = self._pending[p] = _Pending()
                 pending.timer = asyncio.get_running_loop().call_later(self.linger_s, self._flush, p)
-            pending.events.append(event)
+            pending.records.append(record)
             waits[id(pending.done)] = pending.done
-            if len(pending.events) >= self.max_events:
+            if len(pending.records) >= self.max_events:
                 self._flush(p)
         if not waits:
             return
@@ -134,7 +141,7 @@ class EnvelopeProducer:
         try:
             await self.producer.send_and_wait(
                 self.topic,
-                envelopes.encode(pending.events),
+                envelopes.encode_records(pending.records),
                 key=f"p{partition}".encode(),
                 partition=partition,
             )

@@ -10,11 +10,14 @@ does not move on.
 
 from __future__ import annotations
 
+import operator
+
 import structlog
 from aiokafka import AIOKafkaConsumer
 
 from pipeline.config import Settings
-from pipeline.events import GatewayEvent, Reject
+from pipeline.envelopes import EventRecord
+from pipeline.events import Reject
 from pipeline.ingest.guards import Deduplicator
 from pipeline.ingest.kong import KongParser
 from pipeline.ingest.outputs import ingest_outputs
@@ -56,7 +59,7 @@ class RawTopicBridge:
     async def step(self, timeout_ms: int = 500) -> int:
         """One fetch → parse → produce → commit round; returns the records it handled."""
         batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_records)
-        events: list[GatewayEvent] = []
+        events: list[EventRecord] = []
         rejects: list[Reject] = []
         records = 0
         for tp, messages in batch.items():
@@ -65,8 +68,8 @@ class RawTopicBridge:
                 if message.value is None:
                     rejects.append(Reject(source="kong-kafka-log", reason="empty message", raw=b""))
                     continue
-                result = self.parser.parse_body(message.value)
-                events.extend(result.events)
+                result = self.parser.parse_records(message.value)
+                events.extend(result.records)
                 for reject in result.rejects:
                     reject.reason = f"{tp.topic}/{tp.partition}@{message.offset}: {reject.reason}"
                     rejects.append(reject)
@@ -79,16 +82,16 @@ class RawTopicBridge:
         self.rejected += len(rejects)
         return records
 
-    def _fresh(self, events: list[GatewayEvent]) -> list[GatewayEvent]:
+    def _fresh(self, events: list[EventRecord]) -> list[EventRecord]:
         if self.deduplicator is None:
             return events
-        fresh, dropped = self.deduplicator.filter(events)
+        fresh, dropped = self.deduplicator.filter(events, operator.itemgetter("request_id"))
         self.duplicates += dropped
         return fresh
 
-    async def _deliver(self, events: list[GatewayEvent], rejects: list[Reject]) -> None:
+    async def _deliver(self, events: list[EventRecord], rejects: list[Reject]) -> None:
         async def store() -> None:
-            await self.producer.submit(events)
+            await self.producer.submit_records(events)
             await self.dead_letters.send(rejects, origin="kafka-log")
 
         await until_done(
@@ -98,7 +101,7 @@ class RawTopicBridge:
             max_backoff_s=MAX_BACKOFF_S,
         )
         if self.deduplicator is not None:
-            self.deduplicator.remember(e.request_id for e in events if e.request_id)
+            self.deduplicator.remember(e["request_id"] for e in events if e["request_id"])
 
 
 async def serve_bridge(settings: Settings, *, group_id: str = "gatewatch-bridge") -> None:

@@ -16,6 +16,7 @@ import hmac
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 from pipeline.events import GatewayEvent
 
@@ -27,6 +28,7 @@ __all__ = [
     "SourceRateLimiter",
 ]
 
+T = TypeVar("T")
 SIGNATURE_HEADER = "X-Gatewatch-Signature"
 TIMESTAMP_HEADER = "X-Gatewatch-Timestamp"
 
@@ -132,6 +134,10 @@ class SourceRateLimiter:
         return round(wait, 3)
 
 
+def _event_request_id(event: GatewayEvent) -> str | None:
+    return event.request_id
+
+
 class Deduplicator:
     """Remembers ids for `window_s` seconds, at most `max_ids` of them (oldest forgotten first).
 
@@ -158,13 +164,17 @@ class Deduplicator:
         seen_at = self._seen.get(request_id)
         return seen_at is None or self.clock() - seen_at > self.window_s
 
-    def filter(self, events: list[GatewayEvent]) -> tuple[list[GatewayEvent], int]:
+    def filter(
+        self, events: list[T], request_id: Callable[[T], str | None] = _event_request_id
+    ) -> tuple[list[T], int]:
         """Events whose request id was not seen yet (on Kafka already, or earlier in this
-        batch), and how many were dropped. Events without an id always pass."""
-        fresh: list[GatewayEvent] = []
+        batch), and how many were dropped. Events without an id always pass. `request_id` reads
+        the id of one event (a `GatewayEvent` by default; `itemgetter("request_id")` for field
+        dicts)."""
+        fresh: list[T] = []
         batch_ids: set[str] = set()
         for event in events:
-            rid = event.request_id
+            rid = request_id(event)
             if rid is not None:
                 if rid in batch_ids or not self.is_new(rid):
                     continue

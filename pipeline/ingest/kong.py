@@ -4,55 +4,73 @@ Handles every shape Kong 1.x-3.10 produces: one object or an array per body, abs
 `service`, `consumer`, `tries`, `request.id`, `upstream_status`, `source`; `upstream_status` as a
 (possibly empty or multi-valued) string; `latencies.proxy == -1` when Kong answered itself; sizes as
 strings. Secrets are fingerprinted and PII masked here, so nothing in clear goes further.
+
+Two ways in, one answer:
+- `parse_body` is the reference: orjson, then one `GatewayEvent` per entry, validated by pydantic.
+- `parse_records` is what the collector calls: bodies of the common shape are decoded by msgspec
+  (`kong_wire`) and turned straight into event field dicts, without a model per entry; any other
+  body (a reject, an unusual type, an unknown key) gets the reference's answer. Both give the same
+  events and the same rejects for every input (`tests/unit/test_kong_fast_path.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
+from pipeline.envelopes import EventRecord
 from pipeline.events import GatewayEvent, Reject
+from pipeline.ingest import kong_wire
+from pipeline.ingest.kong_wire import KNOWN_KEYS, KongEntry
 from pipeline.ingest.normalize import ParseError, as_int, ascii_ints, route_template
 from pipeline.ingest.redaction import SECRET_HEADERS, Redactor
 
-__all__ = ["KongParser", "ParseResult"]
+__all__ = ["KongParser", "ParseResult", "RecordResult"]
 
 SOURCE = "kong"
 KEPT_HEADERS = ("accept-language", "referer", "origin", "content-type")
-# Top-level serializer keys we map or knowingly drop; anything else came from custom_fields_by_lua.
-KNOWN_KEYS = frozenset(
-    {
-        "request",
-        "response",
-        "latencies",
-        "tries",
-        "client_ip",
-        "started_at",
-        "route",
-        "service",
-        "consumer",
-        "authenticated_entity",
-        "upstream_uri",
-        "upstream_status",
-        "source",
-        "workspace",
-        "workspace_name",
-        "api",
-    }
-)
 MAX_ATTRIBUTES = 32
 MAX_ATTRIBUTE_CHARS = 256
+# Paths and path segments whose masked form and template are remembered (short, PII-free ones).
+PATH_CACHE = 20_000
+MAX_CACHED_PATH = 256
+MAX_CACHED_SEGMENT = 64
+# The PII kinds in the order `Redactor.mask_pii` reports them.
+PII_ORDER = ("email", "card", "ssn")
+_MAX_INT = 2**63 - 1  # as_int's range
 
 
 @dataclass
 class ParseResult:
     events: list[GatewayEvent] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+
+    def records(self) -> RecordResult:
+        """The same result as event field dicts (what an envelope carries)."""
+        return RecordResult([vars(e) for e in self.events], self.rejects)
+
+
+@dataclass
+class RecordResult:
+    """Events as their field dicts, each one what `vars(GatewayEvent(...))` would hold; `fast`
+    when the body took the fast path."""
+
+    records: list[EventRecord] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    fast: bool = False
+
+
+Mask = Callable[[str], tuple[str, list[str]]]
+
+
+class _Miss(Exception):
+    """An entry the fast path does not build: the reference parser answers for its body."""
 
 
 def _first(value: Any) -> Any:
@@ -67,6 +85,29 @@ def _text(value: Any) -> str:
     if value is None or value is True:
         return ""
     return value if isinstance(value, str) else str(value)
+
+
+def _clean_text(value: Any) -> str:
+    """`_text` for the values whose text cannot depend on the JSON decoder; _Miss for the others
+    (orjson reads an integer beyond 64 bits as a float, msgspec as an int: their text differs)."""
+    if type(value) is str:
+        return value
+    if value is None or value is True:
+        return ""
+    if type(value) is list:
+        first = value[0] if value else None
+        if first is None or first is True:
+            return ""
+        if type(first) is str:
+            return first
+    raise _Miss
+
+
+def _int(value: Any, field: str, default: int | None = None) -> int:
+    """`as_int`, with the common case (an int in range) first."""
+    if type(value) is int and -_MAX_INT <= value <= _MAX_INT:
+        return value
+    return as_int(value, field, default=default)
 
 
 def _obj(entry: dict[str, Any], key: str, *, required: bool = False) -> dict[str, Any]:
@@ -97,9 +138,12 @@ class KongParser:
 
     source = SOURCE
 
-    def __init__(self, redactor: Redactor) -> None:
+    def __init__(self, redactor: Redactor, *, clock: Callable[[], float] = time.time) -> None:
         self.redactor = redactor
+        self.clock = clock  # the timestamp of entries without `started_at`
         self._fingerprints: dict[tuple[str, ...], str] = {}
+        self._paths: dict[str, tuple[str, tuple[str, ...], str]] = {}
+        self._segments: dict[str, tuple[str, tuple[str, ...], str]] = {}
 
     def parse_body(self, body: bytes) -> ParseResult:
         result = ParseResult()
@@ -122,6 +166,19 @@ class KongParser:
 
     def scrub_raw(self, raw: bytes) -> bytes:
         return self.redactor.scrub_raw(raw)
+
+    def parse_records(self, body: bytes) -> RecordResult:
+        """`parse_body`'s answer as event field dicts, built without a model per entry when the
+        body has the common shape."""
+        decoded = kong_wire.decode(body)
+        if decoded is not None:
+            try:
+                return RecordResult(
+                    [self._record(e, x) for e, x in zip(*decoded, strict=True)], fast=True
+                )
+            except (_Miss, ParseError):
+                pass
+        return self.parse_body(body).records()
 
     def _parse_into(self, entry: Any, result: ParseResult) -> None:
         try:
@@ -172,12 +229,16 @@ class KongParser:
             request_id=_text(request.get("id"))
             or _text(response_headers.get("x-kong-request-id"))
             or None,
-            ts_ms=as_int(started_at, "started_at") if started_at is not None else _now_ms(),
+            ts_ms=as_int(started_at, "started_at") if started_at is not None else self._now_ms(),
             gateway=SOURCE,
             node=_text(entry.get("node")) or None,
             service=_text(service.get("name") or service.get("id")) or None,
             consumer=_text(consumer.get("id") or entity.get("consumer_id")) or None,
-            credential=self._credential(headers, query_secret, entity, entry.get("credential_id")),
+            # Kong's authenticated_entity is the credential row itself (our example config also
+            # adds it as the custom field credential_id): stable per credential.
+            credential=self._credential(
+                headers, query_secret, _text(entity.get("id") or entry.get("credential_id"))
+            ),
             client_ip=client_ip,
             method=method.upper(),
             path=path,
@@ -197,8 +258,121 @@ class KongParser:
             header_fingerprint=self._header_fingerprint(headers),
             tls_version=_text(tls.get("version")) or None,
             pii=pii,
-            attributes=self._attributes(entry),
+            attributes=self._attributes((k, entry[k]) for k in entry.keys() - KNOWN_KEYS),
         )
+
+    def _record(self, e: KongEntry, extras: dict[str, Any]) -> EventRecord:
+        """`parse_entry` on a decoded struct, as a field dict; _Miss (or ParseError) whenever
+        the reference might answer otherwise. Kept line for line beside `parse_entry`."""
+        request = e.request
+        response = e.response
+        latencies = e.latencies or {}
+        headers = request.headers or {}
+        method = request.method
+        client_ip = e.client_ip
+        uri = request.uri or request.url
+        if not method or not client_ip or uri is None or len(extras) > MAX_ATTRIBUTES:
+            raise _Miss
+        if "://" in uri:
+            uri = "/" + uri.split("://", 1)[1].partition("/")[2]
+        path, path_pii, route = self._path(uri.partition("?")[0] or "/")
+        pii = list(path_pii)
+        querystring = request.querystring
+        if querystring:
+            query, query_pii, query_secret = self._query(querystring, _clean_text, self._mask)
+            pii.extend(k for k in query_pii if k not in pii)
+        else:
+            query, query_secret = {}, None
+
+        response_headers = response.headers or {}
+        consumer = e.consumer or {}
+        entity = e.authenticated_entity or {}
+        service = e.service or {}
+        tls = request.tls or {}
+        proxy_latency = latencies.get("proxy")
+        started_at = e.started_at
+        node = e.node if isinstance(e.node, str) else None
+        custom_credential_id = e.credential_id if isinstance(e.credential_id, str) else None
+
+        # In GatewayEvent's field order, so an envelope is byte for byte what the model gives.
+        return {
+            "request_id": _clean_text(request.id)
+            or _clean_text(response_headers.get("x-kong-request-id"))
+            or None,
+            "ts_ms": _int(started_at, "started_at") if started_at is not None else self._now_ms(),
+            "gateway": SOURCE,
+            "node": node or None,
+            "service": _clean_text(service.get("name") or service.get("id")) or None,
+            "consumer": _clean_text(consumer.get("id") or entity.get("consumer_id")) or None,
+            "credential": self._credential(
+                headers, query_secret, _clean_text(entity.get("id") or custom_credential_id)
+            ),
+            "client_ip": client_ip,
+            "method": method.upper(),
+            "path": path,
+            "route": route,
+            "query": query,
+            "status": _int(response.status, "response.status"),
+            "upstream_status": _upstream_status(e.upstream_status),
+            "request_size": _int(request.size, "request.size", 0),
+            "response_size": _int(response.size, "response.size", 0),
+            "latency_ms": float(_int(latencies.get("request"), "latencies.request", 0)),
+            "upstream_latency_ms": None
+            if proxy_latency in (None, -1, "-1")
+            else float(_int(proxy_latency, "latencies.proxy")),
+            "gateway_latency_ms": float(_int(latencies.get("kong"), "latencies.kong", 0)),
+            "user_agent": _clean_text(headers.get("user-agent"))[:512],
+            "headers": self._kept_headers(headers, self._mask),
+            "header_fingerprint": self._header_fingerprint(headers),
+            "tls_version": _clean_text(tls.get("version")) or None,
+            "pii": pii,
+            "attributes": self._attributes(extras.items()) if extras else {},
+        }
+
+    def _path(self, raw_path: str) -> tuple[str, tuple[str, ...], str]:
+        """`mask_pii(raw_path)` and the route template of the masked path, one segment at a time.
+
+        No PII pattern spans a "/" and a route template is made segment by segment, so the
+        answer for a path is its segments' answers joined. Busy endpoints repeat the same paths
+        and the same words between the ids, so short PII-free paths and segments are remembered
+        (bounded; nothing holding PII is kept), and an ASCII number too short to be a card is
+        neither PII nor anything but `{id}`.
+        """
+        known = self._paths.get(raw_path)
+        if known is not None:
+            return known
+        parts = [self._segment(seg) for seg in raw_path.split("/")]
+        found = {kind for _, kinds, _ in parts for kind in kinds}
+        known = (
+            # Without PII every segment is unchanged.
+            "/".join(masked for masked, _, _ in parts) if found else raw_path,
+            tuple(kind for kind in PII_ORDER if kind in found),
+            "/".join(template for _, _, template in parts),
+        )
+        if not found and len(raw_path) <= MAX_CACHED_PATH:
+            if len(self._paths) >= PATH_CACHE:
+                self._paths.clear()
+            self._paths[raw_path] = known
+        return known
+
+    def _segment(self, seg: str) -> tuple[str, tuple[str, ...], str]:
+        known = self._segments.get(seg)
+        if known is not None:
+            return known
+        if len(seg) < 13 and seg.isdigit() and seg.isascii():
+            return seg, (), "{id}"  # ids are many: not worth remembering
+        masked, kinds = self.redactor.mask_pii(seg)
+        known = (masked, tuple(kinds), route_template(masked))
+        if not kinds and len(seg) <= MAX_CACHED_SEGMENT:
+            if len(self._segments) >= PATH_CACHE:
+                self._segments.clear()
+            self._segments[seg] = known
+        return known
+
+    def _mask(self, text: str) -> tuple[str, list[str]]:
+        """`Redactor.mask_pii` through the segment cache (for referers and query values)."""
+        masked, kinds, _ = self._path(text)
+        return masked, list(kinds)
 
     def _header_fingerprint(self, headers: dict[str, Any]) -> str:
         """Which headers a client sends (not their values) tells browsers, SDKs and bots apart;
@@ -212,14 +386,17 @@ class KongParser:
             self._fingerprints[names] = known
         return known
 
-    def _kept_headers(self, headers: dict[str, Any]) -> dict[str, str]:
+    def _kept_headers(self, headers: dict[str, Any], mask: Mask | None = None) -> dict[str, str]:
         kept = {h: _text(headers[h])[:256] for h in KEPT_HEADERS if h in headers}
         if "referer" in kept:
             # A referer repeats another page's URL: its query may hold tokens, its path PII.
-            kept["referer"] = self.redactor.mask_pii(kept["referer"].partition("?")[0])[0]
+            mask = mask or self.redactor.mask_pii
+            kept["referer"] = mask(kept["referer"].partition("?")[0])[0]
         return kept
 
-    def _query(self, raw: Any) -> tuple[dict[str, str], list[str], str | None]:
+    def _query(
+        self, raw: Any, text_of: Callable[[Any], str] = _text, mask: Mask | None = None
+    ) -> tuple[dict[str, str], list[str], str | None]:
         """Query args with secret values fingerprinted and PII masked; also the first secret."""
         if raw is None:
             return {}, [], None
@@ -229,23 +406,19 @@ class KongParser:
         pii: list[str] = []
         secret = None
         for name, value in raw.items():
-            text = _text(value)
+            text = text_of(value)
             if self.redactor.is_secret_param(name):
                 if text and secret is None:
                     secret = text
                 query[name] = self.redactor.fingerprint(text) if text else ""
                 continue
-            text, found = self.redactor.mask_pii(text[:1024])
+            text, found = (mask or self.redactor.mask_pii)(text[:1024])
             pii.extend(found)
             query[name] = text
         return query, pii, secret
 
     def _credential(
-        self,
-        headers: dict[str, Any],
-        query_secret: str | None,
-        entity: dict[str, Any],
-        custom_credential_id: Any,
+        self, headers: dict[str, Any], query_secret: str | None, credential_id: str
     ) -> str | None:
         for name in ("apikey", "x-api-key"):
             value = _text(headers.get(name))
@@ -256,21 +429,17 @@ class KongParser:
         auth = _text(headers.get("authorization"))
         if auth and auth != "REDACTED":
             return self.redactor.fingerprint(auth)
-        # Kong's authenticated_entity is the credential row itself: stable per credential.
-        # Kong's authenticated_entity is the credential row itself (our example config also adds
-        # it as the custom field credential_id): stable per credential, whatever Kong redacted.
-        credential_id = _text(entity.get("id") or custom_credential_id)
         return (
             self.redactor.fingerprint("kong-credential:" + credential_id) if credential_id else None
         )
 
     @staticmethod
-    def _attributes(entry: dict[str, Any]) -> dict[str, Any]:
+    def _attributes(fields: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+        """Custom (`custom_fields_by_lua`) top-level fields, bounded."""
         out: dict[str, Any] = {}
-        for key in entry.keys() - KNOWN_KEYS:
+        for key, value in fields:
             if len(out) >= MAX_ATTRIBUTES:
                 break
-            value = entry[key]
             if isinstance(value, str):
                 out[key] = value[:MAX_ATTRIBUTE_CHARS]
             elif isinstance(value, int | float | bool) or value is None:
@@ -309,9 +478,8 @@ class KongParser:
         except TypeError:
             return repr(entry).encode()
 
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
     def _reject(self, reason: str, raw: bytes) -> Reject:
         return Reject(source=SOURCE, reason=reason, raw=self.redactor.scrub_raw(raw))
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

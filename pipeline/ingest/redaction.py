@@ -7,6 +7,7 @@ key nobody can test a guess against it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -23,9 +24,10 @@ _SECRET_PARAM = re.compile(
     r"password|passwd|pwd|secret|client[_-]?secret|signature|sig|session|sessionid|jwt|code)$",
     re.IGNORECASE,
 )
-# Every PII pattern below needs an "@" (or its escape) or three digits in a row: most path
-# segments and query values have neither and skip the full patterns.
-_PII_HINT = re.compile(r"@|%40|\d\d\d")
+# Every match of a PII pattern below contains a match of this one: an "@" (or its escape), or a
+# digit, a space or dash and a digit (SSNs, spaced cards), or 13 digits in a row (other cards).
+# Most paths and query values, numeric ids included, have none and skip the full patterns.
+_PII_HINT = re.compile(r"@|%40|\d[ -]\d|\d{13}")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _SSN = re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)")
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
@@ -35,6 +37,12 @@ _RAW_SECRET = re.compile(
     rb'\s*:\s*)"(?:[^"\\]|\\.)*"',
     re.IGNORECASE,
 )
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_param(name: str) -> bool:
+    # The same few parameter names come back on every request.
+    return _SECRET_PARAM.match(name) is not None
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -79,33 +87,38 @@ class Redactor:
 
     @staticmethod
     def is_secret_param(name: str) -> bool:
-        return _SECRET_PARAM.match(name) is not None
+        return _is_secret_param(name)
 
     @staticmethod
     def mask_pii(text: str) -> tuple[str, list[str]]:
         """Mask emails, Luhn-valid card numbers and SSNs; return the text and the kinds found."""
-        found: list[str] = []
         if _PII_HINT.search(text) is None:
-            return text, found
-        if "@" in text or "%40" in text:
-            text, n = _EMAIL.subn("[email]", text)
-            if n:
-                found.append("email")
-
-        def card(m: re.Match[str]) -> str:
-            digits = re.sub(r"[ -]", "", m.group(0))
-            return "[card]" if _luhn_ok(digits) else m.group(0)
-
-        masked = _CARD.sub(card, text)
-        if masked != text:
-            found.append("card")
-            text = masked
-        text, n = _SSN.subn("[ssn]", text)
-        if n:
-            found.append("ssn")
-        return text, found
+            return text, []
+        return _mask_all(text)
 
     @staticmethod
     def scrub_raw(raw: bytes) -> bytes:
         """Best-effort removal of secret values from bytes that could not be parsed."""
         return _RAW_SECRET.sub(rb'\1"[redacted]"', raw)
+
+
+def _mask_all(text: str) -> tuple[str, list[str]]:
+    """Every PII pattern over `text` (`Redactor.mask_pii` once the hint says one may match)."""
+    found: list[str] = []
+    if "@" in text or "%40" in text:
+        text, n = _EMAIL.subn("[email]", text)
+        if n:
+            found.append("email")
+
+    def card(m: re.Match[str]) -> str:
+        digits = re.sub(r"[ -]", "", m.group(0))
+        return "[card]" if _luhn_ok(digits) else m.group(0)
+
+    masked = _CARD.sub(card, text)
+    if masked != text:
+        found.append("card")
+        text = masked
+    text, n = _SSN.subn("[ssn]", text)
+    if n:
+        found.append("ssn")
+    return text, found

@@ -9,7 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from pipeline.events import GatewayEvent, Reject
+from pipeline.envelopes import EventRecord
+from pipeline.events import Reject
 from pipeline.ingest.collector import CollectorMetrics, create_collector_app
 from pipeline.ingest.guards import Deduplicator, SenderAuth, SourceRateLimiter
 from pipeline.ingest.kong import KongParser
@@ -32,12 +33,12 @@ class FlakyProducer:
 
     def __init__(self) -> None:
         self.down = False
-        self.accepted: list[GatewayEvent] = []
+        self.accepted: list[EventRecord] = []
 
-    async def submit(self, events: list[GatewayEvent]) -> None:
+    async def submit_records(self, records: list[EventRecord]) -> None:
         if self.down:
             raise KafkaUnavailable("broker down")
-        self.accepted.extend(events)
+        self.accepted.extend(records)
 
 
 class NoDeadLetters:
@@ -126,4 +127,4 @@ async def test_a_batch_refused_with_503_is_not_remembered(client_and_producer) -
     assert await resp.json() == {"accepted": 1, "rejected": 0, "duplicates": 1, "reasons": []}
     resp = await client.post("/kong", data=body, headers=headers)
     assert (await resp.json())["duplicates"] == 2
-    assert [e.request_id for e in producer.accepted] == ["2f6946328ffc4946b8c9120704a4a155"]
+    assert [r["request_id"] for r in producer.accepted] == ["2f6946328ffc4946b8c9120704a4a155"]

@@ -1,5 +1,5 @@
 """Property tests: whatever a sender posts, KongParser answers with events and rejects, never an
-exception, and every reject says why."""
+exception, and every reject says why; its fast path (`parse_records`) gives the same answer."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from pipeline import envelopes
 from pipeline.ingest.kong import KongParser, ParseResult
 from pipeline.ingest.redaction import Redactor
+from tests.unit.agreement import FIXED_CLOCK, same_answer
 from tests.unit.conftest import KONG_FILES, REDACTION_KEY, kong_entry
 
-PARSER = KongParser(Redactor(REDACTION_KEY))
+PARSER = KongParser(Redactor(REDACTION_KEY), clock=lambda: FIXED_CLOCK)
 FUZZ = settings(
     max_examples=300,
     deadline=None,
@@ -139,13 +140,17 @@ def with_changes(version: str, *changes: tuple[tuple[str, ...], Any]) -> dict[st
     return entry
 
 
-def check(result: ParseResult, expected: int) -> None:
-    """`expected` results (events + rejects), each reject with a source, a reason and raw bytes."""
+def check(body: bytes, expected: int) -> ParseResult:
+    """`expected` results (events + rejects), each reject with a source, a reason and raw bytes,
+    and the same answer from the fast path."""
+    result = PARSER.parse_body(body)
+    same_answer(PARSER, body)
     assert len(result.events) + len(result.rejects) == expected
     for reject in result.rejects:
         assert reject.source == "kong"
         assert isinstance(reject.reason, str) and reject.reason.strip()
         assert isinstance(reject.raw, bytes)
+    return result
 
 
 def expected_results(doc: Any) -> int:
@@ -156,7 +161,7 @@ def expected_results(doc: Any) -> int:
 @FUZZ
 @given(JSONISH)
 def test_arbitrary_json_never_raises(doc: Any) -> None:
-    check(PARSER.parse_body(orjson.dumps(doc)), expected_results(doc))
+    check(orjson.dumps(doc), expected_results(doc))
 
 
 # Crashes found by this property (see test_kong_parser.py), pinned so every run tries them.
@@ -168,21 +173,20 @@ def test_arbitrary_json_never_raises(doc: Any) -> None:
 @given(st.lists(mutated_entries(), min_size=1, max_size=3), st.booleans())
 def test_mutated_kong_entries_never_raise(entries: list[dict[str, Any]], as_array: bool) -> None:
     doc: Any = entries if as_array or len(entries) > 1 else entries[0]
-    check(PARSER.parse_body(orjson.dumps(doc)), len(entries))
+    check(orjson.dumps(doc), len(entries))
 
 
 @FUZZ
 @given(st.binary(max_size=512))
 def test_random_bytes_never_raise(raw: bytes) -> None:
-    result = PARSER.parse_body(raw)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        check(result, 1)
+        result = check(raw, 1)
         assert result.events == []
         assert result.rejects[0].reason.startswith("malformed JSON")
     else:  # the bytes happened to be JSON ("1", "[]", ...): one result per entry
-        check(result, expected_results(doc))
+        check(raw, expected_results(doc))
 
 
 def parse_or_nothing(entry: dict[str, Any]) -> ParseResult:
@@ -201,6 +205,10 @@ def test_accepted_events_always_fit_an_envelope(entry: dict[str, Any]) -> None:
     events = parse_or_nothing(entry).events
     decoded = envelopes.decode(envelopes.encode(events))
     assert [e.model_dump() for e in decoded] == [e.model_dump() for e in events]
+    records = PARSER.parse_records(orjson.dumps(entry)).records
+    assert [e.model_dump() for e in envelopes.decode(envelopes.encode_records(records))] == [
+        e.model_dump() for e in events
+    ]
 
 
 def test_empty_array_is_an_empty_result() -> None:

@@ -1,6 +1,7 @@
 """100,000 malformed or mutated Kong inputs: the parser never raises, every input is accounted
 for (one event or one reject per entry), every reject carries a reason, and whatever it accepts
-fits an envelope. Seeded, so a failure reproduces exactly."""
+fits an envelope; the collector's fast path gives the very same answer to every input. Seeded,
+so a failure reproduces exactly."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import orjson
 from pipeline import envelopes
 from pipeline.ingest.kong import KongParser
 from pipeline.ingest.redaction import Redactor
+from tests.unit.agreement import FIXED_CLOCK, same_answer
 
 SEED = 20261122
 SECRET = b"my-secret-key-not-redacted"
@@ -108,10 +110,10 @@ def _corrupt_bytes(rng: random.Random, raw: bytes) -> bytes:
 
 def test_one_hundred_thousand_mutated_inputs() -> None:
     rng = random.Random(SEED)
-    parser = KongParser(Redactor(b"fuzz-key"))
+    parser = KongParser(Redactor(b"fuzz-key"), clock=lambda: FIXED_CLOCK)
     seeds = [orjson.loads(p.read_bytes()) for p in sorted(KONG.glob("*.json"))]
     kinds = {"entry": 0, "array": 0, "bytes": 0, "random": 0}
-    accepted = rejected = 0
+    accepted = rejected = fast_events = 0
     for _ in range(INPUTS):
         roll = rng.random()
         if roll < 0.55:
@@ -129,6 +131,8 @@ def test_one_hundred_thousand_mutated_inputs() -> None:
             body, expected = rng.randbytes(rng.randint(0, 300)), None
 
         result = parser.parse_body(body)  # must never raise
+        fast = same_answer(parser, body)
+        fast_events += len(fast.records) if fast.fast else 0
 
         total = len(result.events) + len(result.rejects)
         unreadable = len(result.rejects) == 1 and result.rejects[0].reason.startswith("malformed")
@@ -151,3 +155,5 @@ def test_one_hundred_thousand_mutated_inputs() -> None:
     assert sum(kinds.values()) == INPUTS
     assert min(kinds.values()) > 1000  # every kind of damage was really exercised
     assert accepted > 1000 and rejected > 1000  # and both outcomes happened
+    print(f"fast path events: {fast_events}")
+    assert fast_events > 1000  # the fast path was really held against the reference
