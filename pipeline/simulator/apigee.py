@@ -38,10 +38,23 @@ _FAULTS = {
     ("504", ""): ("GatewayTimeout", "TARGET_REQ_FLOW"),
 }
 _SECOND_CACHE: dict[int, str] = {}
+_NAMES_CACHE: dict[tuple[str, ...], str] = {}
 
 
 def _header_name(name: str) -> str:
     return "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
+
+
+def _header_names(headers: dict[str, Any]) -> str:
+    """`request.headers.names` as Apigee renders the Java collection: `[Host, User-Agent]`.
+    Clients send the same few header sets over and over: cached (bounded)."""
+    key = tuple(headers)
+    text = _NAMES_CACHE.get(key)
+    if text is None:
+        if len(_NAMES_CACHE) > 10_000:
+            _NAMES_CACHE.clear()
+        text = _NAMES_CACHE[key] = "[" + ", ".join(_header_name(n) for n in key) + "]"
+    return text
 
 
 def _stamp(ms: int) -> str:
@@ -91,7 +104,7 @@ def record(entry: dict[str, Any]) -> dict[str, str]:
             message = "Unauthorized" if headers.get("apikey") else "No API key found in request"
         fault, state = _FAULTS.get((status, message), ("", ""))
     processor = PROCESSORS[int(rid[0], 16) % len(PROCESSORS)]
-    names = "[" + ", ".join(_header_name(n) for n in headers) + "]"
+    names = _header_names(headers)
     return {
         "messageid": f"rrt-{rid[:17]}-b-ea-{int(rid[17:21], 16)}-{int(rid[21:29], 16) % 10**8}-1",
         "system.timestamp": str(ended + 1),

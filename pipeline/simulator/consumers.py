@@ -353,6 +353,7 @@ class ApiConsumer(Actor):
         ips = st.ips
         total = cum[-1]
         random_ = rng.random
+        makers = [self.makers._makers[n] for n in names]
         while t < end:
             ip = ips[0] if len(ips) == 1 else ips[int(random_() * len(ips))]
             if self.oauth and t >= token_at:
@@ -372,8 +373,8 @@ class ApiConsumer(Actor):
                 token_at = t + 3_600_000 - rng.randint(0, 120_000)
                 t += rng.randint(40, 300)
             v2 = st.v2_at_ms is not None and t >= st.v2_at_ms
-            name = names[bisect(cum, random_() * total)]
-            ep, path, query, status, body = self.makers.make(name, rng, st, v2)
+            make = makers[bisect(cum, random_() * total)]
+            ep, path, query, status, body = make(rng, st, v2)
             yield gw.handle(
                 rng,
                 t,

@@ -162,34 +162,40 @@ class Simulation:
         benign_ips: set[str] = set()
         benign_consumers: set[str] = set()
         entries = attack_entries = 0
-        pop, push = heapq.heappop, heapq.heappush
+        pop, push, replace = heapq.heappop, heapq.heappush, heapq.heapreplace
+        add_ip, add_consumer = benign_ips.add, benign_consumers.add
         while heap:
-            ts, _, item, gen, actor = pop(heap)
+            ts, _, item, gen, actor = heap[0]
+            spawned_actor = None
             if item.__class__ is dict:
                 episode = actor.episode
+                entries += 1
                 if episode is None:
-                    benign_ips.add(item["client_ip"])
+                    add_ip(item["client_ip"])
                     consumer = item.get("consumer")
                     if consumer is not None:
-                        benign_consumers.add(consumer["id"])
-                    entries += 1
+                        add_consumer(consumer["id"])
                     yield None, item
                 else:
                     episode.count(ts)
                     attack_entries += 1
-                    entries += 1
                     yield episode.id, item
             else:
-                spawned = item.actor.run()
-                first = next(spawned, None)
-                if first is not None and first["started_at"] < end:
-                    push(heap, (first["started_at"], seq, first, spawned, item.actor))
-                    seq += 1
+                spawned_actor = item.actor
+            # The actor that just went usually goes on: replace its heap slot in one step.
             nxt = next(gen, None)
             if nxt is not None:
                 ts = nxt["started_at"] if nxt.__class__ is dict else nxt.ts_ms
-                if ts < end:
-                    push(heap, (ts, seq, nxt, gen, actor))
+            if nxt is not None and ts < end:
+                replace(heap, (ts, seq, nxt, gen, actor))
+                seq += 1
+            else:
+                pop(heap)
+            if spawned_actor is not None:
+                spawned = spawned_actor.run()
+                first = next(spawned, None)
+                if first is not None and first["started_at"] < end:
+                    push(heap, (first["started_at"], seq, first, spawned, spawned_actor))
                     seq += 1
 
         attack_subjects = {s for e in episodes for s in e.subjects("kong")}

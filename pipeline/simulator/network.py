@@ -2,16 +2,18 @@
 
 Benign clients come from cloud and corporate ranges (API consumers), residential ISPs (browsers,
 phones on wifi, some over IPv6), mobile carriers' NAT egress addresses (many users per address),
-the crawlers' published ranges and monitoring services. Attackers come from hosting, VPN and proxy
-space in first octets no benign pool uses, so no attacker address (nor its /24) is ever shared
-with benign traffic: a label can name every attacker subject.
+the crawlers' published ranges and monitoring services. Attackers come from hosting, VPN and Tor
+space, but also rent cloud machines and buy residential proxies: their /16s share first octets
+with benign pools (a detector cannot key on the first octet), and no attacker /16 is ever used by
+benign traffic, so no attacker address nor its /24 is shared with a benign client and a label can
+name every attacker subject.
 """
 
 from __future__ import annotations
 
 import random
 
-__all__ = ["ATTACKER_FIRST_OCTETS", "BENIGN_FIRST_OCTETS", "IpSpace"]
+__all__ = ["ATTACKER_PREFIXES", "BENIGN_PREFIXES", "IpSpace", "prefix16"]
 
 # /16s by kind. A few are real operators' ranges (carriers, crawlers, monitors, hosting);
 # nothing here depends on that beyond looking plausible in a log.
@@ -77,50 +79,47 @@ MONITORS = {
     "pingdom": ("178.255.152.2", "178.255.153.2", "178.162.206.244"),
     "kube-probe": ("10.0.12.5",),
 }
-# Attackers: hosting, VPN, Tor and proxy space. No benign pool uses these first octets.
+# Attackers: hosting, VPN and Tor space; cloud machines; residential proxies.
 ATTACKER = (
-    "23.129",
-    "45.134",
-    "45.141",
-    "45.155",
-    "91.92",
-    "91.241",
-    "103.151",
-    "103.214",
-    "141.98",
-    "146.70",
-    "154.47",
-    "162.55",
-    "167.94",
-    "176.111",
-    "179.43",
-    "185.220",
-    "185.100",
-    "192.42",
-    "194.26",
-    "209.141",
+    # hosting, VPN, Tor
+    "23.129", "45.134", "45.141", "45.155", "91.92", "91.241", "103.151", "103.214", "141.98",
+    "146.70", "154.47", "162.55", "167.94", "176.111", "179.43", "185.220", "185.100", "192.42",
+    "194.26", "209.141",
+    # rented cloud machines
+    "3.120", "18.222", "20.163", "34.125", "35.240", "52.201", "54.245",
+    # residential proxies
+    "24.61", "73.170", "76.190", "86.98", "90.112", "2.50", "77.90", "81.150", "188.25",
+)  # fmt: skip
+
+
+def _slash16(ip: str) -> str:
+    return ".".join(ip.split(".")[:2])
+
+
+BENIGN_PREFIXES = frozenset(
+    CLOUD
+    + CORPORATE
+    + RESIDENTIAL
+    + tuple(_slash16(ip) for ips in CARRIERS.values() for ip in ips)
+    + tuple(_slash16(ip) for ips in MONITORS.values() for ip in ips)
+    + tuple(_slash16(ip) for ip in GOOGLEBOT + BINGBOT)
+    + ("10.0", "10.20")
 )
+ATTACKER_PREFIXES = frozenset(ATTACKER)
+if BENIGN_PREFIXES & ATTACKER_PREFIXES:  # a typo in the tables must not go unnoticed
+    raise RuntimeError(f"shared /16s: {sorted(BENIGN_PREFIXES & ATTACKER_PREFIXES)}")
 
 
-def _first(prefixes: tuple[str, ...] | list[str]) -> set[int]:
-    return {int(p.split(".")[0]) for p in prefixes}
-
-
-BENIGN_FIRST_OCTETS = frozenset(
-    _first(CLOUD + CORPORATE + RESIDENTIAL + GOOGLEBOT + BINGBOT)
-    | _first([ip for ips in CARRIERS.values() for ip in ips])
-    | _first([ip for ips in MONITORS.values() for ip in ips])
-    | {10}
-)
-ATTACKER_FIRST_OCTETS = frozenset(_first(ATTACKER))
+def prefix16(ip: str) -> str:
+    """The /16 of an IPv4 address as `a.b` (IPv6 addresses are their own)."""
+    return ip if ":" in ip else _slash16(ip)
 
 
 class IpSpace:
     """Hands out unique addresses per pool, deterministically from its own random stream.
 
     >>> space = IpSpace(random.Random(1))
-    >>> ip = space.attacker()
-    >>> int(ip.split(".")[0]) in ATTACKER_FIRST_OCTETS
+    >>> prefix16(space.attacker()) in ATTACKER_PREFIXES
     True
     >>> len({space.residential() for _ in range(100)})
     100

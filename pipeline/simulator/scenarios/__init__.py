@@ -30,7 +30,7 @@ __all__ = ["DURATIONS_S", "episodes_per_scenario", "plan_attacks"]
 # Duration range of each scenario's episodes, seconds.
 DURATIONS_S: dict[str, tuple[float, float]] = {
     "credential_stuffing": (60, 300),
-    "distributed_credential_stuffing": (120, 300),
+    "distributed_credential_stuffing": (180, 300),
     "brute_force": (120, 300),
     "scraping": (60, 240),
     "bola_enumeration": (60, 240),

@@ -99,7 +99,7 @@ class DistributedStuffing(Attack):
     def plan(self) -> None:
         rng, ep = self.rng, self.episode
         duration = (self.end_ms - self.start_ms) / 1000
-        self.rate = rng.uniform(4.0, 15.0)
+        self.rate = rng.uniform(8.0, 20.0)
         attempts = max(40, int(self.rate * duration))
         n_ips = max(30, min(6000, int(attempts / 1.35)))
         nets = [self.world.attacker_ips.attacker_subnet() for _ in range(rng.randint(20, 40))]
