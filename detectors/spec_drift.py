@@ -173,8 +173,8 @@ class SpecDrift:
             self.log.record(
                 kind, method, route, event.ts_ms, event.status, event.partition_subject()
             )
-            reason = f"{method} {route} answered {event.status}, no documented path"
-            return Signal(self.name, kind, self.hit_weight, reason[:300])
+            reason = f"{method} {_short(route)} answered {event.status}, no documented path"
+            return Signal(self.name, kind, self.hit_weight, reason)
         op = entry.operations.get(method)
         if op is None:
             self._last_key = f"{method} {entry.template}"
@@ -188,8 +188,8 @@ class SpecDrift:
                 event.partition_subject(),
                 documented_methods=documented,
             )
-            reason = f"{method} {entry.template} answered {event.status}, not a documented method"
-            return Signal(self.name, "undocumented_method", self.hit_weight, reason[:300])
+            reason = f"{method} not documented on {_short(entry.template)}, answered {event.status}"
+            return Signal(self.name, "undocumented_method", self.hit_weight, reason)
         self._last_key = None
         self.calls[op] = self.calls.get(op, 0) + 1
         if op.deprecated:
@@ -262,6 +262,11 @@ class SpecDrift:
     def findings(self) -> list[Finding]:
         """The drift found so far, most severe kind first (see `FindingLog`)."""
         return self.log.findings()
+
+
+def _short(text: str, limit: int = 120) -> str:
+    """Request text cut for a reason: it travels in every decision about the subject."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _route(event: GatewayEvent) -> str:

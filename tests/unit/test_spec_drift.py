@@ -144,6 +144,14 @@ def test_shadow_endpoint_and_probe_split_on_the_answer(drift: SpecDrift) -> None
     )
 
 
+def test_reasons_quote_long_paths_short(drift: SpecDrift) -> None:
+    found = drift.inspect(event(0, "/v1/" + "z" * 5000, status=404))
+    assert found is not None and len(found.reason) < 200
+    assert found.reason.startswith("GET /v1/zzzz") and "…" in found.reason
+    [finding] = drift.findings()
+    assert len(finding.route) == 256  # findings keep a little more, still bounded
+
+
 def test_undocumented_paths_are_aggregated_by_route_template(drift: SpecDrift) -> None:
     for i in range(50):
         drift.inspect(event(i, f"/v1/internal/users/{1000 + i}", status=200))
@@ -154,6 +162,7 @@ def test_undocumented_paths_are_aggregated_by_route_template(drift: SpecDrift) -
 def test_undocumented_method(drift: SpecDrift) -> None:
     found = drift.inspect(event(0, "/v1/products/7", method="PUT", status=405))
     assert found is not None and found.kind == "undocumented_method"
+    assert found.reason == "PUT not documented on /v1/products/{productId}, answered 405"
     [finding] = drift.findings()
     assert (finding.method, finding.route, finding.documented_methods) == (
         "PUT",
