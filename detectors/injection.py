@@ -51,6 +51,12 @@ _MARKERS = (
     ("rce", "shell metacharacter", re.compile(r"[;|`]|\$\(|&&")),
 )
 _MARKER_STRENGTH = 0.45
+# Parameters that name where a browser goes next: an internal address there is no SSRF.
+_REDIRECT_PARAM = re.compile(
+    r"(?:^|[_\-.])(?:redirect|redir|return|returnto|next|continue|callback|goto|success|cancel|"
+    r"back|done|finish|logout)(?:[_\-]?(?:uri|url|to|path|page))?$",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +156,9 @@ class InjectionDetector:
                                             self.shapes.shape(route, name), value, False, best)  # fmt: skip
                 continue
             shape = self.shapes.shape(route, name)
+            redirect = _REDIRECT_PARAM.search(name) is not None
             best = self._judge(decode(value), f"?{name[:EXCERPT_CHARS]}", shape, value=value,
-                               best=best)  # fmt: skip
+                               redirect=redirect, best=best)  # fmt: skip
         if best is None or best.score < self.min_score:
             if event.status < 400:
                 # Only endpoints that exist and accepted the request teach what is normal.
@@ -171,9 +178,10 @@ class InjectionDetector:
         *,
         in_path: bool = False,
         value: str = "",
+        redirect: bool = False,
         best: _Finding | None,
     ) -> _Finding | None:
-        hits = self.rules.scan(d, in_path=in_path)
+        hits = self.rules.scan(d, in_path=in_path, redirect=redirect)
         strict = shape in STRICT and shape_of(value) != shape
         if strict:
             for kind, label, rx in _MARKERS:

@@ -38,6 +38,8 @@ _SHELL_NOISE = re.compile(
     r"\\(?=[a-z0-9/.])|''|\"\"|``|\$[@*!?$#_-]|\$\(\)|[<>]\(\)|\$\{[a-z_]*\}(?<!\{ifs\})"
 )
 # $IFS is a space to the shell: cat${IFS}/etc/passwd.
+# $'...' and $"..." are quoted strings to the shell: {,$'whoami',}.
+_ANSI_C = re.compile(r"\$(['\"])")
 _IFS = re.compile(r"\$\{ifs\}|\$ifs\b")
 _JS_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})")
 _QUOTE_SPLIT = re.compile(r"(?<=[a-z])['\"](?=[a-z])|^['\"](?=[a-z]+['\"]?[a-z])")
@@ -114,5 +116,7 @@ def decode(value: str) -> Decoded:
         or "`" in shell
         or "()" in shell
     ):
-        shell = _QUOTE_SPLIT.sub("", _SHELL_NOISE.sub("", _IFS.sub(" ", shell)))
+        shell = _QUOTE_SPLIT.sub("", _SHELL_NOISE.sub("", _IFS.sub(" ", _ANSI_C.sub(r"\1", shell))))
+    if "+" in shell:
+        shell = shell.replace("+", " ")  # a WAF reads a "+" left after decoding as a space
     return Decoded(text=text, shell=shell, null_byte=null_byte, encoded_layers=layers)

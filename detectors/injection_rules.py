@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detectors.injection_decode import Decoded
+from detectors.injection_engine import LiteralSet, Rule, RuleBook, required_literals
 
 __all__ = ["DATA_DIR", "Hit", "RuleSet"]
 
@@ -47,7 +48,7 @@ _SQLI = (
     (
         "SELECT of a function or variable",
         0.7,
-        r"\bselect\s*\(?\s*(?:@@?\w+|[a-z_]\w*\s*\([^)]{0,40}\))",
+        r"\bselect\s*\(?\s*(?:@@?\w+|[a-z_]\w*\s*\()",
     ),  # noqa: E501
     (
         "SELECT … FROM … clause",
@@ -86,7 +87,8 @@ _SQLI = (
         0.9,
         r"\b(?:pg_sleep|benchmark|dbms_lock\.sleep|dbms_pipe\.receive_message|randomblob)\s*\(|\bwaitfor\s+(?:delay|time)\s+['\"]",
     ),  # noqa: E501
-    ("SLEEP()", 0.75, r"\bsleep\s*\(\s*(?:\d|['\"(-]|[a-z_]+\s*\()"),
+    # sleep(5), sleep(20 div 3), sleep(mod(10,5)), sleep('10'): not "sleep (8 hours)".
+    ("SLEEP()", 0.75, r"\bsleep\s*\(\s*(?:['\"]|[a-z_]+\s*\(|(?:[-\d.,\s+*/%^()]|\bdiv\b|\bmod\b)+\))"),  # noqa: E501
     ("tautology alone", 0.45, r"(?:^|[\s,;(])(\d+|'\w*'|\"\w*\")\s*(?:=|==|<=>)\s*\1\s*$|<=>"),
     ("delay function", 0.65, r"\b(?:pg_sleep|dbms_lock\.sleep|dbms_pipe\.receive_message)\b"),
     ("XOR expression", 0.55, r"\bxor\b\s*(?:\d|['\"(]|\w+\s*[<>=!-])"),
@@ -167,13 +169,14 @@ _SQLI = (
     ("EXISTS subquery", 0.75, r"\b(?:and|or|where)\s+(?:not\s+)?exists\s*\(\s*select\b"),
     ("closing paren, then SQL", 0.6, r"\)\s*(?:union|select|having)\b|\)\s*(?:and|or|xor)\s*\(?\s*(?:\d|['\"]|select\b|sleep\s*\(|not\b)"),  # noqa: E501
     ("character set switch", 0.6, r"\balter\b.{0,40}?\bcharacter\s+set\b|\bset\s+names\s+\w+\s*;"),
+    ("JSON operator after a string", 0.6, r"['\"]\s*(?:#-|#>>?|@>|<@|\?[|&]|->>?)\s*['\"]|\}['\"]\s*[<>=]\s*['\"]\$[.\[]|['\"]\s*::\s*jsonb?\b"),  # noqa: E501
     ("JSON operator in SQL", 0.5, r"['\"]\s*->>?\s*['\"]\$|\bjson_(?:extract|keys|value|query|object)\s*\(|\}\s*['\"]?\s*::\s*jsonb?\b"),  # noqa: E501
     ("conditional function", 0.4, r"\b(?:iif|ifnull|nullif|isnull|coalesce|decode|elt|field)\s*\(\s*[\w'\"@(]"),
     ("quote probe", 0.45, r"^[\s'\"`()\\;=#-]*['\"`][\s'\"`()\\;=#-]*$"),
     (
         "NoSQL operator",
         0.7,
-        r"\[\s*\$(?:ne|eq|gt|gte|lt|lte|in|nin|regex|where|exists|or|and|not|nor|expr|elemmatch|size|type|all|mod|text)\s*\]|[\"']\$(?:where|ne|gt|gte|lt|regex|expr|function|or)[\"']\s*:|\$where\b",
+        r"\[\s*\$(?:ne|eq|gt|gte|lt|lte|in|nin|regex|where|exists|or|and|not|nor|expr|elemmatch|size|type|all|mod|text)\s*\]|[\"']\$(?:where|function)[\"']\s*:|\$where\b",
     ),  # noqa: E501
 )
 
@@ -192,7 +195,8 @@ _XSS = (
         r"<\s*(?:iframe|frame|frameset|object|embed|applet|svg|math|base|meta|link|style|form|isindex|xss|vmlframe|animate|template|portal|marquee|bgsound|layer|ilayer|import|video|audio|img|image|body|details|input|button|textarea|select|keygen|source|a)\b[\s/>]",
     ),  # noqa: E501
     ("event handler attribute", 0.7, r"(?:[\s\"'`;<]|<[a-z][\w:-]*/)on[a-z]{3,40}\s*="),
-    ("script URL", 0.8, r"(?:j\s*a\s*v\s*a|v\s*b|l\s*i\s*v\s*e)\s*s\s*c\s*r\s*i\s*p\s*t\s*:"),
+    # Browsers skip blanks inside a scheme: "java\tscript:". "script" itself is rarely split.
+    ("script URL", 0.8, r"(?:j\s*a\s*v\s*a|v\s*b|l\s*i\s*v\s*e)\s*s\s*c\s*r\s*i\s*p\s*t\s*:", ("script",)),  # noqa: E501
     (
         "HTML data URL",
         0.6,
@@ -216,7 +220,7 @@ _XSS = (
     (
         "DOM sink",
         0.7,
-        r"\bdocument\s*\.\s*(?:cookie|domain|write|location)\b|\bwindow\s*\.\s*(?:location|open|name)\b|\.innerhtml\s*=|\bstring\s*\.\s*fromcharcode\b|\batob\s*\(|\beval\s*\(\s*(?:atob|unescape|string|name|location)|\b(?:settimeout|setinterval)\s*\(\s*(?:['\"`]|name\b|location)",
+        r"\bdocument\s*\.\s*(?:cookie|domain|write|location)\b|\bwindow\s*\.\s*(?:location|open|name)\b|\.innerhtml\s*=|\bstring\s*\.\s*fromcharcode\b|\b(?:atob|btoa)\s*\(|\beval\s*\(\s*(?:atob|unescape|string|name|location)|\b(?:settimeout|setinterval)\s*\(\s*(?:['\"`]|name\b|location)",
     ),  # noqa: E501
     # Below `min_score` alone: markup in a value needs another sign (XML documents are legitimate).
     ("tag", 0.28, r"<\s*/?\s*[a-z][\w:-]{0,20}(?:\s+[\w:-]+\s*=|\s*/?>)"),
@@ -230,7 +234,7 @@ _XSS = (
         0.6,
         r"\b(?:self|window|this|top|parent|frames|document|globalthis)\s*\[\s*['\"`]",
     ),
-    ("symbol-only JavaScript", 0.6, r"[!+\[\]()]{16,}|\(\s*!\s*\[\s*\]\s*\+\s*\[\s*\]\s*\)"),
+    ("symbol-only JavaScript", 0.6, r"[!+\[\]()]{16,}|\(\s*!\s*\[\s*\]\s*\+\s*\[\s*\]\s*\)", ("[]", "[ ]")),
     ("UTF-7 markup", 0.7, r"\+ad[w4]-"),
     ("CSS import", 0.5, r"@import\s*(?:url\s*\(|['\"])"),
     (
@@ -264,10 +268,10 @@ _LFI = (
 _RCE = (
     ("command substitution", 0.8, r"\$\(\s*/[^)]*\)|`\s*/[^`]*`|\$\(\("),
     ("path to a program", 0.6, r"(?:^|[\s/;|&=(])(?:usr/|usr/local/)?s?bin/[a-z0-9_+-]{2,}"),
-    ("shell function definition", 0.85, r"\(\s*\)\s*\{"),
+    ("shell function definition", 0.85, r"\(\s*\)\s*\{", ("{",)),
     ("process substitution", 0.7, r"[<>]\(\s*[a-z/.]"),
     ("arithmetic expansion", 0.5, r"\$\[[^\]]{0,40}\]"),
-    ("history expansion", 0.35, r"(?:^|[\s;&|])!(?:!|-?\d+)(?=\s|$)"),
+    ("history expansion", 0.35, r"(?:^|[\s;&|])!(?:!|-?\d+)(?=\s|$|!)"),
     ("parameter expansion", 0.6, r"\$\{[#!]?\w+(?::?[-=+?]|//?|##?|%%?|:\d|\[)"),
     ("wildcard command", 0.55, r"(?:^|[\s;|&])[a-z]{0,8}[?*][a-z?*]{0,8}\s+[/~.]"),
     ("Windows system path", 0.7, r"\b[a-z]:[\\/]+(?:windows|winnt)[\\/]+(?:system32|syswow64)\b|\\system32\\[\w.]+\.exe"),  # noqa: E501
@@ -281,7 +285,7 @@ _RCE = (
         0.7,
         r"\{[^{}\s\"':]*,[^{}\s\"':]*/[^{}\s\"':]*\}|\{[^{}\s\"':]*/[^{}\s\"':]*,[^{}\s\"':]*\}",
     ),  # noqa: E501
-    ("shell alias", 0.55, r"\balias\s+(?:[+-][\w+-]*\s+)*[\w.-]+=\S"),
+    ("shell alias", 0.55, r"\balias\s+(?:[+-]?[\w+-]*\s+)*[\w.-]+=\S"),
     (
         "SQLite shell command",
         0.7,
@@ -315,7 +319,7 @@ _RCE = (
     (
         "Windows shell",
         0.85,
-        r"\bcmd(?:\.exe)?\s*/[ck]\b|\bpowershell(?:\.exe)?\s+(?:-|\w)|\bpwsh\s+-",
+        r"\bcmd(?:\.exe)?\s*/[ck]\b|\b(?:powershell(?:\.exe)?|pwsh)\s+-\w",
     ),  # noqa: E501
     (
         "PowerShell download or encoded command",
@@ -335,8 +339,9 @@ _RCE = (
     (
         "batch comparison",
         0.6,
-        r"\bif\s*(?:/i\s+)?(?:not\s+)?(?:\"[^\"]*\"|[^\s=]+)\s*(?:==|\s(?:equ|neq|lss|leq|gtr|geq)\s)\s*(?:\"[^\"]*\"|\S+)(?:\s+\S|\s*\(|\s*$)",
+        r"\bif\s*(?:/i\s+)?(?:not\s+)?(?:\"[^\"]*\"|[^\s=]+)\s*(?:==|\s(?:equ|neq|lss|leq|gtr|geq)\s)\s*(?:\"[^\"]*\"|\S+)(?:\s+\S|\s*\()",
     ),  # noqa: E501
+    ("batch comparison at the end", 0.45, r"\bif\s*(?:/i\s+)?(?:not\s+)?\S*%\S*\s*(?:==|\s(?:equ|neq|lss|leq|gtr|geq)\s)\s*\S+\s*$"),  # noqa: E501
     (
         "Windows variable",
         0.45,
@@ -421,37 +426,12 @@ _WINDOWS = frozenset(
 )
 
 
-def _alternation(rules: Iterable[tuple[str, float, str]]) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{p})" for _, _, p in rules))
-
-
-class _Class:
-    """The rules of one class: a gate (all of them at once) and each on its own. A rule with a
-    backreference cannot join the gate (its group numbers would shift) and is always tried."""
-
-    def __init__(self, kind: str, rules: tuple[tuple[str, float, str], ...]) -> None:
-        self.kind = kind
-        gated = [r for r in rules if not _BACKREF.search(r[2])]
-        self.gate = _alternation(gated)
-        self.rules = [(label, strength, re.compile(p)) for label, strength, p in gated]
-        self.ungated = [
-            (label, strength, re.compile(p)) for label, strength, p in rules if _BACKREF.search(p)
-        ]
-
-    def scan(self, text: str, out: list[Hit]) -> None:
-        for label, strength, rx in self.ungated:
-            m = rx.search(text)
-            if m is not None:
-                out.append(Hit(self.kind, label, strength, m.start()))
-        if self.gate.search(text) is None:
-            return
-        for label, strength, rx in self.rules:
-            m = rx.search(text)
-            if m is not None:
-                out.append(Hit(self.kind, label, strength, m.start()))
-
-
-_BACKREF = re.compile(r"\\[1-9]")
+def _book(kind: str, rules: Iterable[tuple[str, float, str] | tuple[str, float, str, tuple[str, ...]]]) -> list[Rule]:
+    out = []
+    for label, strength, pattern, *given in rules:
+        literals = frozenset(given[0]) if given else required_literals(pattern)
+        out.append(Rule(kind, label, strength, re.compile(pattern), literals))
+    return out
 
 
 def _data_lines(path: Path) -> list[str]:
@@ -471,9 +451,11 @@ class RuleSet:
     """
 
     def __init__(self, data_dir: Path = DATA_DIR) -> None:
-        self.classes = (_Class("sqli", _SQLI), _Class("xss", _XSS), _Class("lfi", _LFI))
-        self.rce = _Class("rce", _RCE)
-        self.code = _Class("rce", _CODE)
+        self.text_rules = RuleBook(
+            _book("sqli", _SQLI) + _book("xss", _XSS) + _book("lfi", _LFI) + _book("rce", _CODE)
+        )
+        self.shell_rules = RuleBook(_book("rce", _RCE))
+        self.literal_set = LiteralSet(self.text_rules.literals | self.shell_rules.literals)
         commands: set[str] = set()
         prefixes: list[str] = []
         for entry in _data_lines(data_dir / "unix-shell.data"):
@@ -493,24 +475,33 @@ class RuleSet:
         self.os_files = _OsFiles(_data_lines(data_dir / "lfi-os-files.data"))
         self.metadata_hosts = _metadata_hosts(_data_lines(data_dir / "ssrf.data"))
 
-    def scan(self, d: Decoded, *, in_path: bool = False) -> list[Hit]:
-        """Every rule that matches the decoded value (a query value or name, or the URL path)."""
+    def scan(self, d: Decoded, *, in_path: bool = False, redirect: bool = False) -> list[Hit]:
+        """Every rule that matches the decoded value (a query value or name, or the URL path).
+        `redirect`: the value is where a browser is sent next (`redirect_uri`, `next`...), where a
+        loopback or private address is normal (RFC 8252 loopback redirects for native apps)."""
         text = d.text
         hits: list[Hit] = []
-        for cls in self.classes:
-            cls.scan(text, hits)
-        self.code.scan(text, hits)
-        self.rce.scan(d.shell, hits)
+        present = self.literal_set.find(text)
+        for rule in self.text_rules.candidates(present):
+            m = rule.regex.search(text)
+            if m is not None:
+                hits.append(Hit(rule.kind, rule.label, rule.strength, m.start()))
+        shell = d.shell
+        if shell != text:
+            present = self.literal_set.find(shell)
+        for rule in self.shell_rules.candidates(present):
+            m = rule.regex.search(shell)
+            if m is not None:
+                hits.append(Hit(rule.kind, rule.label, rule.strength, m.start()))
         self._commands(d, hits)
         self._traversal(d, hits, in_path=in_path)
-        _ssrf(text, self.metadata_hosts, hits)
+        _ssrf(text, self.metadata_hosts, hits, redirect=redirect)
         return hits
 
     # -- shell commands ---------------------------------------------------------------------------
     def _is_command(self, word: str) -> bool:
         for name in (word.rsplit("/", 1)[-1], word.split("/", 1)[0]):  # /bin/cat, or cmd/c
-            if name.endswith(".exe"):
-                name = name[:-4]
+            name = _VERSION.sub("", name.removesuffix(".exe"))  # python3.10 -> python3
             if (
                 name in self.commands
                 or name in self.cmdlets
@@ -523,52 +514,14 @@ class RuleSet:
         shell = d.shell
         best: Hit | None = None
         for m in _SHELL_WORD.finditer(shell):
-            sep, word, rest = m.group("sep"), m.group("word"), m.group("rest")
-            if word in _PREFIXES and rest.strip():
-                inner = rest.split(None, 1)
-                word, rest = inner[0], (" " + inner[1] if len(inner) > 1 else "")
-            if not self._is_command(word):
-                continue
-            ambiguous = word in _AMBIGUOUS
-            shellish = _SHELL_ARGS.search(rest) is not None
-            if sep == "":  # the value starts with the command
-                if shellish:
-                    strength, label = (0.4 if ambiguous else 0.5), "command with shell arguments"
-                elif not ambiguous and rest.strip():
-                    strength, label = 0.4, "command with arguments"
-                else:
-                    continue
-            elif sep in "&(\n":
-                glued = m.start("word") == m.end("sep")
-                if ambiguous and not shellish:
-                    continue
-                strength = 0.8 if shellish else 0.7 if glued else 0.5
-                label = "command after a separator"
-            elif sep == "{":
-                if not shellish and ambiguous:
-                    continue
-                strength, label = 0.5, "command in a brace group"
-            else:
-                if ambiguous and not shellish and m.start("word") != m.end("sep"):
-                    continue
-                strength, label = (
-                    (0.85 if shellish or not ambiguous else 0.6),
-                    "command after a separator",
-                )  # noqa: E501
-            if best is None or strength > best.strength:
-                best = Hit("rce", label, strength, m.start("word"))
-        # Brace expansion runs its words as a command line: {cat,/etc/passwd}, {ls,-la}.
-        if "{" in shell and best is None:
-            for group in _BRACES.findall(shell):
-                words = [w for w in group.split(",") if w]
-                if any(self._is_command(w) and w not in _AMBIGUOUS for w in words) or (
-                    words and self._is_command(words[0]) and any(w[:1] in "-/" for w in words[1:])
-                ):
-                    best = Hit("rce", "command in a brace expansion", 0.75, shell.find("{"))
-                    break
+            hit = self._command_at(m, shell)
+            if hit is not None and (best is None or hit.strength > best.strength):
+                best = hit
+        if best is None and "{" in shell:
+            best = self._brace_expansion(shell)
         # A command name spelled with quotes or backslashes a shell would drop (w'h'o'am'i): no
         # one writes a word that way but to slip it past a filter.
-        if shell != d.text and best is None:
+        if best is None and shell != d.text:
             words = set(_WORD.findall(d.text))
             for word in _WORD.findall(shell):
                 if word not in words and self._is_command(word):
@@ -577,12 +530,70 @@ class RuleSet:
         if best is not None:
             out.append(best)
 
+    def _command_at(self, m: re.Match[str], shell: str) -> Hit | None:
+        """How sure a command word after a separator (or at the start) makes us."""
+        sep, word, rest = m.group("sep"), m.group("word"), m.group("rest")
+        prefixed = word in _PREFIXES and bool(rest.strip())
+        if prefixed:  # time sh -c ..., sudo id: the prefix runs the next word
+            inner = rest.split(None, 1)
+            word, rest = inner[0], (" " + inner[1] if len(inner) > 1 else "")
+        if not self._is_command(word):
+            return None
+        ambiguous = word in _AMBIGUOUS
+        shellish = _SHELL_ARGS.search(rest) is not None
+        # The command right after the separator, or behind an (empty) variable: ;id, ;$a id
+        between = shell[m.end("sep") : m.start("word")].replace(" ", "")
+        glued = m.end("sep") == m.start("word") or between.startswith("$")
+        label = "command after a separator"
+        if sep == "":  # the value starts with the command
+            ends = m.end() < len(shell) and shell[m.end()] in ";|&"
+            if shellish:
+                strength, label = (0.4 if ambiguous else 0.5), "command with shell arguments"
+            elif ambiguous:
+                return None
+            elif rest.strip() or prefixed or ends:
+                strength, label = 0.4, "command with arguments"
+            else:
+                return None
+        elif sep in "&(\n":  # also prose: "Tom & Jerry", a line break in a text
+            if ambiguous and not shellish:
+                return None
+            strength = 0.8 if shellish else 0.7 if glued else 0.5
+        elif sep == "{":
+            if ambiguous and not shellish:
+                return None
+            strength, label = 0.5, "command in a brace group"
+        else:  # ; | || && ` $(
+            if ambiguous and not shellish and not glued:
+                return None
+            strength = 0.85 if shellish or not ambiguous else 0.6
+        return Hit("rce", label, strength, m.start("word"))
+
+    def _brace_expansion(self, shell: str) -> Hit | None:
+        """Brace expansion builds a command line: {cat,/etc/passwd}, {,ip,a}, c{a,oun}t."""
+        for m in _BRACES.finditer(shell):
+            before, group, after = m.group(1), m.group(2), m.group(3)
+            alternatives = [a.strip("'\"") for a in group.split(",")]
+            if before or after:  # inside a word: some spelling of it must be a command
+                words = [before + a + after for a in alternatives]
+                if any(self._is_command(w) for w in words):
+                    return Hit("rce", "command in a brace expansion", 0.75, m.start())
+                continue
+            words = [w for w in alternatives if w]
+            if not words or not self._is_command(words[0]):
+                continue
+            # {id,name} may be a field list; {,id} or {id,} or {cat,/etc/passwd} is a shell's.
+            shell_only = len(words) < len(alternatives) or any(w[:1] in "-/#$" for w in words[1:])
+            if words[0] not in _AMBIGUOUS or shell_only:
+                return Hit("rce", "command in a brace expansion", 0.75, m.start())
+        return None
+
     def os_file(self, value: str) -> Hit | None:
         """The OS-file check alone, for a plain value such as `.bash_history` or `web.config`."""
         found = self.os_files.find(value.lower())
         if found is None:
             return None
-        return Hit("lfi", f"operating-system file {found}", 0.35, 0)
+        return Hit("lfi", f"operating-system file {found}", _BARE_FILE, 0)
 
     # -- traversal ----------------------------------------------------------------------------------
     def _traversal(self, d: Decoded, out: list[Hit], *, in_path: bool) -> None:
@@ -604,14 +615,17 @@ class RuleSet:
                 )  # noqa: E501
         elif os_file is not None and not in_path:
             absolute = _ABSOLUTE.match(unified) is not None
-            strength = 0.75 if absolute else 0.55 if "/" in os_file.strip("/") else 0.35
+            strength = 0.55 if absolute else 0.45 if "/" in os_file.strip("/") else _BARE_FILE
             out.append(Hit("lfi", f"operating-system file {os_file}", strength, 0))
         if d.null_byte and "." in text:
             out.append(Hit("lfi", "null byte", 0.5, text.find("\x00")))
 
 
 _WORD = re.compile(r"[a-z0-9_.-]{2,40}")
-_BRACES = re.compile(r"\{([^{}\s\"':]*,[^{}\s\"':]*)\}")
+_BRACES = re.compile(r"([a-z0-9_]*)\{([^{}\s\"':]*,[^{}\s\"':]*)\}([a-z0-9_]*)")
+_VERSION = re.compile(r"(?<=[a-z])[\d.]*\d$|(?<=\d)\.[\d.]+$")
+# A file name alone ("web.config", "config.yaml") is also an ordinary value: it needs another sign.
+_BARE_FILE = 0.28
 _UP = re.compile(r"(?:^|[/=:;])\.{2,}(?:;[^/]*)?(?=/|$)")
 _ABSOLUTE = re.compile(r"\s*(?:/|~|[a-z]:/|file:)")
 
@@ -750,6 +764,10 @@ def _host_risk(host: str, metadata_hosts: frozenset[str]) -> tuple[float, str] |
     return max(0.8, risk[0] if risk else 0.0), f"{label}, obfuscated"
 
 
+# Loopback, private and localhost scores: at most this.
+_LOCAL = 0.65
+
+
 def _ip_risk(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[float, str] | None:
     if ip in _METADATA_IPS:
         return 0.9, f"cloud metadata address {ip}"
@@ -762,7 +780,7 @@ def _ip_risk(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[float, 
     return None
 
 
-def _ssrf(text: str, metadata_hosts: frozenset[str], out: list[Hit]) -> None:
+def _ssrf(text: str, metadata_hosts: frozenset[str], out: list[Hit], *, redirect: bool) -> None:
     if ":" in text:
         for m in _URL.finditer(text):
             scheme = m.group("scheme")
@@ -783,7 +801,7 @@ def _ssrf(text: str, metadata_hosts: frozenset[str], out: list[Hit]) -> None:
                     )
                 )  # noqa: E501
                 return
-            if risk is not None:
+            if risk is not None and not (redirect and risk[0] <= _LOCAL):
                 out.append(Hit("ssrf", f"URL to {risk[1]}", risk[0], m.start()))
                 return
     m = _BARE_METADATA.search(text)
