@@ -1,10 +1,11 @@
 """Detector families. Each reads a subject's state and returns `Signal`s with reasons."""
 
 from detectors.anomaly import BehaviourAnomaly
-from detectors.bots import BrowserMimicry, ScannerAgent
+from detectors.bots import BrowserMimicry, CrawlerPace, ScannerAgent
 from detectors.base import Detector, EventDetector, Signal, StatefulDetector, SubjectContext
 from detectors.bruteforce import BruteForce, DistributedStuffing
 from detectors.fusion import Fusion, Verdict
+from detectors.injection import InjectionDetector
 from detectors.key_sharing import KeySharing
 from detectors.policy import Policy, RoutePolicy
 from detectors.probing import SensitiveProbing
@@ -18,10 +19,12 @@ __all__ = [
     "BehaviourAnomaly",
     "BrowserMimicry",
     "BruteForce",
+    "CrawlerPace",
     "Detector",
     "DistributedStuffing",
     "EventDetector",
     "Fusion",
+    "InjectionDetector",
     "KeySharing",
     "ObjectWalk",
     "Policy",
@@ -45,10 +48,12 @@ def default_detectors(auth_routes: AuthRoutes | None = None) -> list[Detector]:
         BruteForce(),
         DistributedStuffing(auth_routes),
         RateAnomaly(),
-        ObjectWalk(),
+        ObjectWalk(agents=agents),
         KeySharing(),
         BehaviourAnomaly(),
         ScannerAgent(classifier=agents),
         BrowserMimicry(classifier=agents),
+        CrawlerPace(classifier=agents),
         SensitiveProbing(),
+        InjectionDetector(),
     ]

@@ -62,7 +62,7 @@ class BehaviourAnomaly:
     True
     >>> second(400, 60, errors=50); second(401, 1)
     >>> signal = detector.score(state, SubjectContext("consumer:c1", "consumer", 401.0))
-    >>> signal.kind, signal.score > 0.3
+    >>> signal.kind, 0.3 <= signal.score <= 0.5
     ('behaviour_anomaly', True)
     """
 
@@ -122,6 +122,7 @@ class BehaviourAnomaly:
         seen = state.memo.get(self.name) if state.memo is not None else None
         if not isinstance(seen, _Memo) or seen.score < self.threshold:
             return None
-        # An anomaly alone tags or at most challenges: it says "unusual", not "attack".
+        # An anomaly alone only tags: it says "unusual", not "attack"; next to another
+        # detector's signal it tips fusion towards acting.
         strength = (seen.score - self.threshold) / (1.0 - self.threshold)
-        return Signal(self.name, "behaviour_anomaly", round(0.35 + 0.3 * strength, 3), seen.reason)
+        return Signal(self.name, "behaviour_anomaly", round(0.3 + 0.2 * strength, 3), seen.reason)

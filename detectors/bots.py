@@ -196,7 +196,8 @@ class BrowserMimicry:
     ...     e = GatewayEvent(ts_ms=1_000_000 + i * 1_000 + (i % 3) * 10, gateway="kong",
     ...                      client_ip="203.0.113.50", method="GET", path=f"/products/{i}",
     ...                      route="/products/{id}", status=200, user_agent=chrome)
-    ...     detector.update(state, e, ctx)
+    ...     detector.update(state, e, ctx)  # the processor calls it, then the shared counters:
+    ...     state.observe(e, auth_route=False, baseline_after=5, fading_factor=0.05)
     >>> signal = detector.score(state, SubjectContext("ip:203.0.113.50", "ip", 1040.0))
     >>> signal.kind, signal.score >= 0.6
     ('stealth_bot', True)
@@ -264,6 +265,11 @@ class BrowserMimicry:
         if memo is None:
             if kind not in (BROWSER, EMPTY, AUTOMATION):
                 return  # SDKs, apps and crawlers are not judged here: no memory for them
+            if state.w_requests == 0 and state.windows_seen == 0:
+                # A subject's first request: one-shot addresses (a million-IP campaign spends one
+                # or two requests each) never pay for this memory. (`update` runs before the
+                # shared counters `observe` the event.)
+                return
             if state.memo is None:
                 state.memo = {}
             memo = state.memo[self.name] = _Mimicry(t)

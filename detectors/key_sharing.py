@@ -27,30 +27,33 @@ def _distinct(sketch: int) -> int:
 
 
 class _Spread:
-    __slots__ = ("current", "period_start", "periods", "usual")
+    __slots__ = ("current", "period_start", "periods", "previous", "usual")
 
     def __init__(self, t: float) -> None:
         self.period_start = t
         self.current = 0  # sketch of the networks seen this period
-        self.usual = 0.0  # the most networks seen in one past period
+        self.previous = 0  # and the period before: a sharing spree is not cut in two by a roll
+        self.usual = 0.0  # the most networks seen in two consecutive past periods
         self.periods = 0
 
 
 class KeySharing:
-    """Flags a consumer or key seen from many more networks (/24) in one period than in any period
-    before. A server client uses a handful; a leaked or resold key shows up across dozens of
-    unrelated networks at once, next to its owner.
+    """Flags a consumer or key seen from many more networks (/24) over the last two periods than
+    its owner ever used in two periods before. A server client uses a handful, a mobile app's key
+    hundreds, every period; a leaked or resold key suddenly shows up across dozens of unrelated
+    networks next to its owner's few.
+
+    A credential is judged only once it has a full period of history: a key first seen from many
+    networks may as well be an app's (the consumer kinds of the simulator have both).
 
     Parameters
     ----------
     period_s
         Length of a counting period.
     min_networks
-        Networks in the current period below which nothing is said.
+        Networks below which nothing is said.
     ratio
         How many times its usual spread a credential must reach.
-    cold_networks
-        Before one full period is known, the spread that is suspicious on its own.
 
     Examples
     --------
@@ -66,25 +69,18 @@ class KeySharing:
     >>> for i in range(25):
     ...     seen(900 + i, f"{20 + i}.{i * 7 % 250}.9.{i}")
     >>> print(sharing.score(state, SubjectContext("consumer:c7", "consumer", 925.0)).reason)
-    credential used from 25 networks (/24) in this period; usually at most 1
+    credential used from 27 networks (/24) in the last 2 periods of 120 s; usually at most 1
     """
 
     name = "key_sharing"
     kinds = ("consumer", "key")
 
-    def __init__(
-        self,
-        period_s: float = 300.0,
-        min_networks: int = 8,
-        ratio: float = 4.0,
-        cold_networks: int = 20,
-    ) -> None:
+    def __init__(self, period_s: float = 120.0, min_networks: int = 6, ratio: float = 3.0) -> None:
         if ratio <= 1:
             raise ValueError("ratio must be > 1")
         self.period_s = period_s
         self.min_networks = min_networks
         self.ratio = ratio
-        self.cold_networks = cold_networks
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
         if ctx.kind not in self.kinds:
@@ -98,25 +94,26 @@ class KeySharing:
         if ctx.now >= spread.period_start + self.period_s:
             if not state.flagged and state.action == "allow":
                 # A period seen under suspicion never becomes the usual spread (no poisoning).
-                spread.usual = max(spread.usual, float(_distinct(spread.current)))
+                seen = float(_distinct(spread.current | spread.previous))
+                spread.usual = max(spread.usual, seen)
                 spread.periods += 1
+            idle = ctx.now >= spread.period_start + 2 * self.period_s
+            spread.previous = 0 if idle else spread.current
             spread.current = 0
             spread.period_start = ctx.now
         spread.current |= 1 << (zlib.crc32(_network(event.client_ip).encode()) % _BITS)
 
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         spread = state.memo.get(self.name) if state.memo is not None else None
-        if not isinstance(spread, _Spread):
+        if not isinstance(spread, _Spread) or spread.periods == 0:
             return None
-        networks = _distinct(spread.current)
-        if networks < self.min_networks:
-            return None
-        limit = self.cold_networks if spread.periods == 0 else max(
-            float(self.min_networks), self.ratio * spread.usual
-        )
+        networks = _distinct(spread.current | spread.previous)
+        limit = max(float(self.min_networks), self.ratio * spread.usual)
         if networks < limit:
             return None
-        score = round(min(1.0, 0.5 + 0.5 * (networks - limit) / limit), 3)
-        usual = "no full period yet" if spread.periods == 0 else f"usually at most {spread.usual:.0f}"
-        reason = f"credential used from {networks} networks (/24) in this period; {usual}"
+        score = round(min(1.0, 0.6 + 0.4 * (networks - limit) / limit), 3)
+        reason = (
+            f"credential used from {networks} networks (/24) in the last 2 periods of "
+            f"{self.period_s:.0f} s; usually at most {spread.usual:.0f}"
+        )
         return Signal(self.name, "key_sharing", score, reason)

@@ -13,12 +13,14 @@ import zlib
 
 from detectors.base import Signal, SubjectContext
 from detectors.state import SubjectState
+from detectors.useragents import BULK_CRAWLER, CRAWLER, UserAgentClassifier
 from pipeline.events import GatewayEvent
 
 __all__ = ["ObjectWalk"]
 
 _ID_MARKERS = ("{id}", "{uuid}", "{hex}")
 _SKETCH_BITS = 256
+_DECLARED = (CRAWLER, BULK_CRAWLER)
 
 
 class _Walk:
@@ -68,6 +70,8 @@ class ObjectWalk:
         and three times the scraping limit.
     client_factor
         How much higher the cold scraping limit of an authenticated client is than an address's.
+    agents
+        A user-agent classifier: declared crawlers are left to the crawler-pace detector.
 
     Examples
     --------
@@ -95,6 +99,7 @@ class ObjectWalk:
         deny_ratio: float = 0.3,
         shared_agents: int = 4,
         client_factor: float = 5.0,
+        agents: UserAgentClassifier | None = None,
     ) -> None:
         if not 0 < deny_ratio <= 1:
             raise ValueError("deny_ratio must be in (0, 1]")
@@ -105,6 +110,7 @@ class ObjectWalk:
         self.deny_ratio = deny_ratio
         self.shared_agents = shared_agents
         self.client_factor = client_factor
+        self.agents = agents
         self._routes: dict[str, bool] = {}
 
     def _walks(self, route: str) -> bool:
@@ -120,6 +126,8 @@ class ObjectWalk:
             return
         if ctx.kind == "ip" and event.consumer is not None:
             return  # an authenticated walk is judged on its consumer, against that one's habits
+        if self.agents is not None and self.agents.classify(event.user_agent).kind in _DECLARED:
+            return  # a declared crawler walks ids by design; `CrawlerPace` judges its pace
         memo = state.memo if state.memo is not None else {}
         state.memo = memo
         walk = memo.get(self.name)

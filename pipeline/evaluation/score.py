@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,6 +171,9 @@ class Scorer:
             "false_positive_subjects": fp,
             "fp_per_1000_subject_hours": round(1000 * fp / hours, 3) if hours else None,
             "tagged_subjects": len(tagged),
+            "false_positives_by_detector": dict(
+                Counter(d.detector for d in false_positives.values()).most_common()
+            ),
             "false_positive_examples": [
                 {"subject": s, "action": d.action, "reasons": d.reasons}
                 for s, d in list(false_positives.items())[:10]
