@@ -1,5 +1,8 @@
 """Detector families. Each reads a subject's state and returns `Signal`s with reasons."""
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from detectors.anomaly import BehaviourAnomaly
 from detectors.bots import BrowserMimicry, CrawlerPace, ScannerAgent
 from detectors.base import Detector, EventDetector, Signal, StatefulDetector, SubjectContext
@@ -12,6 +15,8 @@ from detectors.probing import SensitiveProbing
 from detectors.rate import RateAnomaly
 from detectors.routes import AuthRoutes
 from detectors.scraping import ObjectWalk
+from detectors.spec_drift import SpecDrift
+from detectors.spec_index import SpecIndex
 from detectors.useragents import UserAgentClassifier
 
 __all__ = [
@@ -32,6 +37,7 @@ __all__ = [
     "RoutePolicy",
     "ScannerAgent",
     "SensitiveProbing",
+    "SpecDrift",
     "Signal",
     "StatefulDetector",
     "SubjectContext",
@@ -40,11 +46,15 @@ __all__ = [
 ]
 
 
-def default_detectors(auth_routes: AuthRoutes | None = None) -> list[Detector]:
-    """Every detector family, sharing the processor's idea of which routes are logins."""
+def default_detectors(
+    auth_routes: AuthRoutes | None = None, specs: Sequence[Mapping[str, Any]] = ()
+) -> list[Detector]:
+    """Every detector family, sharing the processor's idea of which routes are logins; with
+    OpenAPI documents (`specs`), API-spec drift too."""
     auth_routes = auth_routes if auth_routes is not None else AuthRoutes()
     agents = UserAgentClassifier()  # one cache of user-agent verdicts for both bot detectors
-    return [
+    drift: list[Detector] = [SpecDrift(SpecIndex(specs))] if specs else []
+    return drift + [
         BruteForce(),
         DistributedStuffing(auth_routes),
         RateAnomaly(),

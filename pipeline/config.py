@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         default_factory=lambda: ["login", "signin", "sign-in", "auth", "token", "session"],
         description="Path fragments that mark an authentication route",
     )
+    openapi_specs: list[str] = Field(
+        default_factory=list,
+        description="OpenAPI documents (JSON or YAML paths) the API-spec drift detector checks "
+        "traffic against (a JSON list in the environment); none turns it off",
+    )
     policy_file: str | None = Field(
         None, description="TOML per-route policy: modes, canary %, thresholds (detectors/policy.py)"
     )

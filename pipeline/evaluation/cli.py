@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from detectors.openapi import load_spec
 from pipeline.config import Settings
 from pipeline.evaluation.replay import SOURCES, ReplayResult, parse_lines, replay
 from pipeline.evaluation.score import Scorer
@@ -42,6 +43,9 @@ def replay_command(
     labels: Annotated[
         Path | None, typer.Option(help="Simulator labels.json: also score the run")
     ] = None,
+    spec: Annotated[
+        list[Path] | None, typer.Option(help="OpenAPI document(s) for the spec-drift detector")
+    ] = None,
     per_event: Annotated[
         bool, typer.Option("--per-event", help="One JSON line per event on stdout")
     ] = False,
@@ -49,7 +53,8 @@ def replay_command(
 ) -> None:
     """Replay gateway logs through the workers' detectors, in-process, on the event clock."""
     settings = Settings()
-    processor = build_processor(settings, event_clock=True)
+    specs = [load_spec(p) for p in spec] if spec else None
+    processor = build_processor(settings, event_clock=True, specs=specs)
     stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
     scorer = Scorer(orjson.loads(labels.read_bytes()), processor.auth_routes) if labels else None
     out = sys.stdout.buffer
@@ -91,7 +96,7 @@ def run_evaluation(
     if consumers is not None:
         options["consumers"] = consumers
     sim = Simulation(**options)
-    processor = build_processor(settings, event_clock=True)
+    processor = build_processor(settings, event_clock=True, specs=[sim.openapi()])
     labels = sim.labels()
     scorer = Scorer(labels, processor.auth_routes)
     result = ReplayResult()

@@ -9,10 +9,12 @@ import ipaddress
 import time
 from pathlib import Path
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from detectors import Detector, Fusion, Signal, SubjectContext, Verdict, default_detectors
+from detectors.openapi import load_spec
 from detectors.policy import Policy
 from detectors.rate import recommended_limit
 from detectors.routes import AuthRoutes
@@ -284,12 +286,20 @@ class Processor:
         )
 
 
-def build_processor(settings: Settings, *, event_clock: bool = False) -> Processor:
-    """The processor a worker runs, configured from settings (replay builds the same one)."""
+def build_processor(
+    settings: Settings,
+    *,
+    event_clock: bool = False,
+    specs: Sequence[Mapping[str, Any]] | None = None,
+) -> Processor:
+    """The processor a worker runs, configured from settings (replay builds the same one).
+    `specs` replace the OpenAPI documents named in the settings."""
     auth_routes = AuthRoutes(settings.auth_route_patterns)
     policy = Policy.from_file(Path(settings.policy_file)) if settings.policy_file else Policy()
+    if specs is None:
+        specs = [load_spec(Path(p)) for p in settings.openapi_specs]
     return Processor(
-        detectors=default_detectors(auth_routes),
+        detectors=default_detectors(auth_routes, specs),
         fusion=Fusion(),
         mode=settings.mode,
         auth_routes=auth_routes,
