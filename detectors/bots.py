@@ -203,7 +203,7 @@ class BrowserMimicry:
     ('stealth_bot', True)
     >>> for part in signal.reason.split(", "):
     ...     print(part)
-    browser UA without accept-language on 40/40 requests (no referer on 40)
+    browser UA without accept-language on 39/39 requests (no referer on 39)
     inter-arrival 1.00 s ± 1%
     ~29 distinct paths in 32 requests
     """

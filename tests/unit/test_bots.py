@@ -73,18 +73,20 @@ def classifier() -> UserAgentClassifier:
 def feed(
     detectors: list[object], state: SubjectState, events: list[GatewayEvent], subject: str
 ) -> None:
-    """What the processor does per event and subject: note inspect findings, then update."""
+    """What the processor does per event and subject: update, observe, note inspect findings."""
     kind = subject.partition(":")[0]
     for event in events:
         t = event.ts_ms / 1000.0
+        for detector in detectors:
+            update = getattr(detector, "update", None)
+            if update is not None:
+                update(state, event, SubjectContext(subject, kind, t))
+        state.observe(event, auth_route=False, baseline_after=5, fading_factor=0.05)
         for detector in detectors:
             inspect = getattr(detector, "inspect", None)
             finding = inspect(event) if inspect is not None else None
             if finding is not None:
                 state.note(finding.detector, finding.score, t, finding.kind, finding.reason)
-            update = getattr(detector, "update", None)
-            if update is not None:
-                update(state, event, SubjectContext(subject, kind, t))
 
 
 def judge(detector: object, state: SubjectState, subject: str, now: float) -> Signal | None:
@@ -371,6 +373,7 @@ def test_timing_is_judged_on_event_time_not_arrival(classifier: UserAgentClassif
         detector, state = BrowserMimicry(classifier=classifier), SubjectState()
         for event in events:  # the context's clock is wrong on purpose: it must not be used
             detector.update(state, event, SubjectContext("ip:x", "ip", 0.0))
+            state.observe(event, auth_route=False, baseline_after=5, fading_factor=0.05)
         verdicts.append(judge(detector, state, "ip:x", events[-1].ts_ms / 1000))
     assert verdicts[0] is None or verdicts[0].score < 0.6
     assert verdicts[1] is not None and verdicts[1].score >= 0.6
@@ -559,3 +562,17 @@ def test_authenticated_integrations_are_not_judged_as_bots(classifier: UserAgent
             assert judge(pace, state, subject, now) is None
             assert state.memo is None
     assert classifier.classify("Zapier").kind == BULK_CRAWLER  # anonymous, it would be judged
+
+
+def test_one_shot_addresses_cost_no_bot_memory(classifier: UserAgentClassifier) -> None:
+    """A campaign spread over a million addresses spends one request each: none gets a memo."""
+    detector = BrowserMimicry(classifier=classifier)
+    states = []
+    for i in range(1_000):
+        state = SubjectState()
+        feed([detector], state, browsing(1, [1.0], ip=f"10.{i // 250}.{i % 250}.1"), "ip:x")
+        states.append(state)
+    assert all(s.memo is None for s in states)
+    again = states[0]
+    feed([detector], again, browsing(1, [2.0], ip="10.0.0.1"), "ip:x")
+    assert again.memo is not None  # the second request from the same address does
