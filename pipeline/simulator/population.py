@@ -228,12 +228,17 @@ def build_population(world: World, *, consumers: int, reserve: dict[str, int]) -
         if kind != "staff" and rng.random() < 0.08:
             batch = _batch(world, rng, st)
             actors.append(batch)
-        if kind == "commerce" and poll_s is None and batch is None and 0.1 <= rate <= 1.5:
+        if kind == "commerce" and poll_s is None and batch is None:
             candidates.append((st, rate, mix[0]))
 
-    # Consumers the scenarios will abuse: the first ones of a shuffled candidate list.
+    # Consumers the scenarios will abuse: steady commerce consumers, busy ones (0.3-2 req/s, so
+    # that 10-50x is a flood) first, each group shuffled.
     rng_reserve = world.rng("reserve")
-    rng_reserve.shuffle(candidates)
+    busy = [c for c in candidates if 0.3 <= c[1] <= 2.0]
+    others = [c for c in candidates if not 0.3 <= c[1] <= 2.0]
+    rng_reserve.shuffle(busy)
+    rng_reserve.shuffle(others)
+    candidates = busy + others
     reserved: dict[str, list[tuple[ConsumerState, float, list[str]]]] = {}
     at = 0
     for scenario in sorted(reserve):

@@ -11,7 +11,7 @@ from pipeline.simulator.agents import browser_headers, sdk_headers
 from pipeline.simulator.consumers import ConsumerState, Makers
 from pipeline.simulator.labels import Episode
 from pipeline.simulator.scenarios.base import Attack, poisson
-from pipeline.simulator.world import World
+from pipeline.simulator.world import BUSINESS, World
 
 __all__ = ["ConsumerFlood", "KeySharing"]
 
@@ -43,8 +43,9 @@ class ConsumerFlood(Attack):
 
     def plan(self) -> None:
         rng, ep, st = self.rng, self.episode, self.st
-        self.factor = rng.uniform(10.0, 50.0)
-        self.rate = max(3.0, self.baseline * self.factor)
+        # Its baseline now: its own rate on the business-hours curve at this time of day.
+        self.baseline *= self.world.activity(BUSINESS, self.start_ms)
+        self.rate = max(2.0, self.baseline * rng.uniform(10.0, 50.0))
         ep.consumers[st.consumer.id] = st.consumer.username
         ep.ips.update(st.ips)
         ep.params = {
