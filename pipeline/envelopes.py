@@ -25,7 +25,6 @@ __all__ = [
     "encode",
     "encode_records",
     "partition_for",
-    "record_subject",
 ]
 
 VERSION = 1
@@ -45,16 +44,6 @@ def partition_for(subject: str, partitions: int) -> int:
     True
     """
     return zlib.crc32(subject.encode()) % partitions
-
-
-def record_subject(record: EventRecord) -> str:
-    """`GatewayEvent.partition_subject` of an event's field dict.
-
-    >>> record_subject({"consumer": None, "client_ip": "10.0.0.1"})
-    'ip:10.0.0.1'
-    """
-    consumer = record["consumer"]
-    return f"consumer:{consumer}" if consumer else f"ip:{record['client_ip']}"
 
 
 def encode(events: list[GatewayEvent]) -> bytes:

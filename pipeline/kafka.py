@@ -20,6 +20,7 @@ from pipeline.events import GatewayEvent, Reject
 __all__ = ["DeadLetters", "EnvelopeProducer", "KafkaUnavailable", "ensure_topics"]
 
 log = structlog.get_logger(__name__)
+SUBJECT_CACHE = 100_000
 
 
 class KafkaUnavailable(RuntimeError):
@@ -70,7 +71,8 @@ class _Pending:
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-    timer: asyncio.TimerHandle | None = None
+    timer: asyncio.Handle | None = None
+    early: bool = False  # flush already moved up to the next loop iteration
 
 
 class EnvelopeProducer:
@@ -79,6 +81,11 @@ class EnvelopeProducer:
     `submit` returns once every event it was given is acknowledged by the broker, so a caller can
     answer its sender only after the data is durable. Concurrent callers share envelopes, which is
     what keeps the record rate low under load.
+
+    An envelope is flushed at `max_events`, after `linger_ms`, or, once it holds `min_events`
+    (default a fifth of `max_events`), as soon as the callers ready to run now have added theirs:
+    a batched http-log POST often fills one alone, and its sender waits for the broker's ack, so
+    lingering would only add latency. Small senders (one entry per POST) still share envelopes.
     """
 
     def __init__(
@@ -90,15 +97,21 @@ class EnvelopeProducer:
         max_events: int = 500,
         linger_ms: int = 20,
         timeout_s: float = 10.0,
+        min_events: int | None = None,
     ) -> None:
         self.producer = producer
         self.topic = topic
         self.partitions = partitions
         self.max_events = max_events
+        self.min_events = max(1, max_events // 5) if min_events is None else min_events
         self.linger_s = linger_ms / 1000
         self.timeout_s = timeout_s
         self._pending: dict[int, _Pending] = {}
         self._sends: set[asyncio.Task[None]] = set()
+        # Partition of each consumer and client address seen lately (bounded): the same subjects
+        # come back all the time, and hashing their names is a good part of routing an event.
+        self._consumer_partition: dict[str, int] = {}
+        self._ip_partition: dict[str, int] = {}
 
     async def submit(self, events: Iterable[GatewayEvent]) -> None:
         await self.submit_records([vars(e) for e in events])
@@ -106,10 +119,19 @@ class EnvelopeProducer:
     async def submit_records(self, records: Iterable[EventRecord]) -> None:
         """`submit` for events already in field-dict form (the Kong fast path's output)."""
         waits: dict[int, asyncio.Future[None]] = {}
-        partitions = self.partitions
-        partition_for, subject = envelopes.partition_for, envelopes.record_subject
+        by_consumer, by_ip = self._consumer_partition, self._ip_partition
         for record in records:
-            p = partition_for(subject(record), partitions)
+            # GatewayEvent.partition_subject, with the answer remembered per subject.
+            consumer = record["consumer"]
+            if consumer:
+                p = by_consumer.get(consumer)
+                if p is None:
+                    p = self._remember(by_consumer, consumer, f"consumer:{consumer}")
+            else:
+                ip = record["client_ip"]
+                p = by_ip.get(ip)
+                if p is None:
+                    p = self._remember(by_ip, ip, f"ip:{ip}")
             pending = self._pending.get(p)
             if pending is None:
                 pending = self._pending[p] = _Pending()
@@ -120,12 +142,24 @@ class EnvelopeProducer:
                 self._flush(p)
         if not waits:
             return
+        loop = asyncio.get_running_loop()
+        for p, pending in self._pending.items():
+            if not pending.early and len(pending.records) >= self.min_events:
+                if pending.timer is not None:
+                    pending.timer.cancel()
+                pending.timer, pending.early = loop.call_soon(self._flush, p), True
         try:
             await asyncio.wait_for(
                 asyncio.gather(*(asyncio.shield(f) for f in waits.values())), self.timeout_s
             )
         except (TimeoutError, KafkaError) as exc:
             raise KafkaUnavailable(str(exc) or type(exc).__name__) from exc
+
+    def _remember(self, cache: dict[str, int], name: str, subject: str) -> int:
+        if len(cache) >= SUBJECT_CACHE:
+            cache.clear()
+        p = cache[name] = envelopes.partition_for(subject, self.partitions)
+        return p
 
     def _flush(self, partition: int) -> None:
         pending = self._pending.pop(partition, None)

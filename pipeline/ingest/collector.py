@@ -259,8 +259,11 @@ async def serve_collector(settings: Settings, host: str, port: int) -> None:
         await runner.setup()
         # What exists now (modules, the app, the Kafka client) lives as long as the process:
         # frozen, it is no longer walked by every full collection, which the parsed bodies
-        # trigger many times a second (~20% of the collector's CPU otherwise).
+        # trigger many times a second. A body of 500 entries allocates some 5,000 containers
+        # that all live until it is answered: collecting every 700 allocations only moves them
+        # up a generation. Together ~3 us of CPU per entry, a fifth of the total.
         gc.freeze()
+        gc.set_threshold(50_000, 20, 10)
         try:
             await web.TCPSite(runner, host, port).start()
             log.info("collector.listening", host=host, port=port)

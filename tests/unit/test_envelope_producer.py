@@ -169,3 +169,31 @@ async def test_close_flushes_pending_envelopes() -> None:
     await producer.close()
     await asyncio.wait_for(submit, 5)
     assert len(fake.sent) == 1
+
+
+async def test_a_full_enough_envelope_does_not_wait_for_the_linger() -> None:
+    fake = FakeProducer()
+    producer = EnvelopeProducer(fake, TOPIC, 4, max_events=500, linger_ms=60_000, min_events=100)  # type: ignore[arg-type]
+    # One subject, so all 150 events go to one partition: over min_events, under max_events.
+    await asyncio.wait_for(producer.submit(events_for(subjects=1, total=150)), 5)
+    assert [len(s.events) for s in fake.sent] == [150]
+
+
+async def test_senders_ready_together_share_the_early_envelope() -> None:
+    fake = FakeProducer()
+    producer = EnvelopeProducer(fake, TOPIC, 1, max_events=500, linger_ms=60_000, min_events=100)  # type: ignore[arg-type]
+    batches = [events_for(subjects=1, total=n) for n in (120, 30, 10)]
+    await asyncio.wait_for(asyncio.gather(*(producer.submit(b) for b in batches)), 5)
+    assert [len(s.events) for s in fake.sent] == [160]
+
+
+async def test_a_small_envelope_still_waits_for_the_linger() -> None:
+    fake = FakeProducer()
+    producer = EnvelopeProducer(fake, TOPIC, 1, max_events=500, linger_ms=60_000, min_events=100)  # type: ignore[arg-type]
+    submit = asyncio.create_task(producer.submit(events_for(subjects=1, total=99)))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert fake.sent == [] and not submit.done()
+    await producer.close()
+    await asyncio.wait_for(submit, 5)
+    assert [len(s.events) for s in fake.sent] == [99]
