@@ -14,6 +14,7 @@ a minute a challenge, a scanner's run (sqlmap, nikto) a block.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ KINDS = ("sqli", "xss", "lfi", "rce", "ssrf")
 _NAMES = {"sqli": "SQLi", "xss": "XSS", "lfi": "path traversal", "rce": "command injection",
           "ssrf": "SSRF"}  # fmt: skip
 EXCERPT_CHARS = 40
+MAX_CACHED_NAMES = 4096
+MAX_CACHED_VALUES = 8192
+MAX_CACHED_CHARS = 256
 # Values made only of these characters (no space) cannot hold a payload of any class.
 _PLAIN = re.compile(r"[A-Za-z0-9_.,:@+\-]*")
 # ...except these, which are whole payloads in plain characters.
@@ -51,6 +55,9 @@ _MARKERS = (
     ("rce", "shell metacharacter", re.compile(r"[;|`]|\$\(|&&")),
 )
 _MARKER_STRENGTH = 0.45
+# In a parameter that takes free text, a finding short of 0.7 keeps this share of its score: the
+# medium rules (a batch "if", a path) then fall below `min_score` there.
+FREE_TEXT_DAMPING = 0.45
 # Parameters that name where a browser goes next: an internal address there is no SSRF.
 _REDIRECT_PARAM = re.compile(
     r"(?:^|[_\-.])(?:redirect|redir|return|returnto|next|continue|callback|goto|success|cancel|"
@@ -131,9 +138,11 @@ class InjectionDetector:
         self.max_params = max_params
         self.max_params_per_route = max_params_per_route
         self.data_dir = data_dir
-        self.rules = RuleSet(data_dir)
+        self.rules = _rules(data_dir)
         self.shapes = ParamShapes(learn_after, max_keys=max_params,
                                   max_params_per_route=max_params_per_route)  # fmt: skip
+        self._plain_names: dict[str, bool] = {}
+        self._value_cache: dict[tuple[str, bool], tuple[Decoded, list[Hit]] | None] = {}
         self._knots = ((0.0, 0.0), (tag_at, 0.3), (challenge_at, 0.6), (block_at, 0.85),
                        (2 * block_at, 1.0))  # fmt: skip
 
@@ -143,54 +152,89 @@ class InjectionDetector:
         path = event.path
         if not _PLAIN_PATH.fullmatch(path):
             best = self._judge(decode(path), "the path", None, in_path=True, best=best)
-        route = event.route
-        for name, value in event.query.items():
-            if not _PLAIN_NAME.fullmatch(name):
-                best = self._judge(decode(name), f"parameter name {name[:EXCERPT_CHARS]!r}",
-                                   None, best=best)  # fmt: skip
-            if not value or value.startswith("hmac:"):
-                continue  # empty, or a secret the ingest replaced by its fingerprint
-            if _PLAIN.fullmatch(value) and _PLAIN_SUSPECT.search(value) is None:
-                if "." in value and (hit := self.rules.os_file(value)) is not None:
-                    best = self._score_hits([hit], decode(value), f"?{name[:EXCERPT_CHARS]}",
-                                            self.shapes.shape(route, name), value, False, best)  # fmt: skip
-                continue
-            shape = self.shapes.shape(route, name)
-            redirect = _REDIRECT_PARAM.search(name) is not None
-            best = self._judge(decode(value), f"?{name[:EXCERPT_CHARS]}", shape, value=value,
-                               redirect=redirect, best=best)  # fmt: skip
+        query = event.query
+        if query:
+            best = self._inspect_query(event.route, query, best)
         if best is None or best.score < self.min_score:
-            if event.status < 400:
+            if query and event.status < 400:
                 # Only endpoints that exist and accepted the request teach what is normal.
-                for name, value in event.query.items():
+                learn = self.shapes.learn
+                route = event.route
+                for name, value in query.items():
                     if value and not value.startswith("hmac:"):
-                        self.shapes.learn(route, name, value)
+                        learn(route, name, value)
             return None
         hit = best.hit
         reason = f"{_NAMES[hit.kind]} in {best.where}{best.note}: {hit.label} at {best.excerpt}"
         return Signal(self.name, hit.kind, best.score, reason)
 
-    def _judge(
-        self,
-        d: Decoded,
-        where: str,
-        shape: str | None,
-        *,
-        in_path: bool = False,
-        value: str = "",
-        redirect: bool = False,
-        best: _Finding | None,
+    def _inspect_query(
+        self, route: str, query: dict[str, str], best: _Finding | None
     ) -> _Finding | None:
-        hits = self.rules.scan(d, in_path=in_path, redirect=redirect)
-        strict = shape in STRICT and shape_of(value) != shape
-        if strict:
-            for kind, label, rx in _MARKERS:
-                m = rx.search(d.text)
-                if m is not None:
-                    hits.append(Hit(kind, label, _MARKER_STRENGTH, m.start()))
+        plain_names = self._plain_names
+        for name, value in query.items():
+            plain_name = plain_names.get(name)
+            if plain_name is None:
+                plain_name = _PLAIN_NAME.fullmatch(name) is not None
+                if len(plain_names) < MAX_CACHED_NAMES:  # a scanner inventing names fills it once
+                    plain_names[name] = plain_name
+            if not plain_name:
+                best = self._judge(decode(name), "a parameter name", None, best=best)
+            # Empty, a number or a word, or a secret the ingest replaced by its fingerprint.
+            if not value or value.isalnum() or value.startswith("hmac:"):
+                continue
+            redirect = _REDIRECT_PARAM.search(name) is not None
+            scanned = self._scan_value(value, redirect)
+            if scanned is None:
+                continue
+            d, hits = scanned
+            shape = self.shapes.shape(route, name)
+            hits = hits + self._markers(d, shape, value)
+            if hits:
+                where = f"?{name[:EXCERPT_CHARS]}"
+                best = self._score_hits(hits, d, where, shape, value, False, best)
+        return best
+
+    def _scan_value(self, value: str, redirect: bool) -> tuple[Decoded, list[Hit]] | None:
+        """The decoded value and the rules it matches; None for a value with nothing to scan.
+        Values repeat (page sizes, sort keys, popular searches): answers are cached (bounded)."""
+        key = (value, redirect)
+        cache = self._value_cache
+        if key in cache:
+            return cache[key]
+        answer: tuple[Decoded, list[Hit]] | None
+        if _PLAIN.fullmatch(value) and _PLAIN_SUSPECT.search(value) is None:
+            hit = self.rules.os_file(value) if "." in value else None
+            answer = (decode(value), [hit]) if hit is not None else None
+        else:
+            d = decode(value)
+            answer = (d, self.rules.scan(d, redirect=redirect))
+        if len(value) <= MAX_CACHED_CHARS:
+            if len(cache) >= MAX_CACHED_VALUES:
+                cache.clear()
+            cache[key] = answer
+        return answer
+
+    @staticmethod
+    def _markers(d: Decoded, shape: str | None, value: str) -> list[Hit]:
+        """In a parameter that always holds a number, a UUID, a date...: characters none has."""
+        if shape not in STRICT or shape_of(value) == shape:
+            return []
+        out = []
+        for kind, label, rx in _MARKERS:
+            m = rx.search(d.text)
+            if m is not None:
+                out.append(Hit(kind, label, _MARKER_STRENGTH, m.start()))
+        return out
+
+    def _judge(
+        self, d: Decoded, where: str, shape: str | None, *, in_path: bool = False,
+        best: _Finding | None,
+    ) -> _Finding | None:  # fmt: skip
+        hits = self.rules.scan(d, in_path=in_path)
         if not hits:
             return best
-        return self._score_hits(hits, d, where, shape, value, in_path, best)
+        return self._score_hits(hits, d, where, shape, "", in_path, best)
 
     @staticmethod
     def _score_hits(
@@ -214,7 +258,7 @@ class InjectionDetector:
         elif shape == "token":
             score += 0.1
         elif shape in ("text", "json", "url") and top.strength < 0.7:
-            score *= 0.5
+            score *= FREE_TEXT_DAMPING
             note = f" (free {shape})" if shape != "url" else " (a URL parameter)"
         # A value still percent-encoded after the gateway decoded it once was encoded twice.
         if d.encoded_layers >= (2 if in_path else 1):
@@ -245,6 +289,12 @@ class InjectionDetector:
             if value <= x1:
                 return round(y0 + (y1 - y0) * (value - x0) / (x1 - x0), 3)
         return 1.0
+
+
+@functools.lru_cache(maxsize=4)
+def _rules(data_dir: Path) -> RuleSet:
+    """One compiled rule set per data folder, shared by every detector (it is read-only)."""
+    return RuleSet(data_dir)
 
 
 def _excerpt(text: str, pos: int) -> str:

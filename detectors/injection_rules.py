@@ -40,11 +40,15 @@ class Hit:
 _OPERAND = r"(?:(?:['\"`][\w.@]*['\"`]|[\w.@]+)\s*(?:=|<=?|>=?|!=|<>|\blike\b|\bregexp\b|\bglob\b|\bis\b|\bin\s*\(|\bbetween\b)|true\b|false\b|null\b|\d|\(|[a-z_][\w.]*\s*\(|['\"])"  # noqa: E501
 _SQLI = (
     ("UNION SELECT", 0.95, r"\bunion(?:\s+(?:all|distinct))?\s*\(*\s*select\b"),
+    # A statement someone searches for ("select * from book") is not an injection by itself: the
+    # strong form needs what only a query carries (a clause after the table, a function or a
+    # server variable in the projection, a list of columns).
     (
         "SELECT … FROM",
         0.85,
-        r"\bselect\s*(?:distinct\s+|top\s+\d+\s+|all\s+)?(?:\*|@@?\w+|null\b|\d+\s*,|[\w.`\"\[\]]+\s*\(|[\w.`\"\[\]]+\s*,\s*[\w.`\"\[\]()]+)[^;]{0,80}?\bfrom\b",  # noqa: E501
+        r"\bselect\s*(?:distinct\s+|top\s+\d+\s+|all\s+)?(?:@@?\w+|null\b|\d+\s*,|[\w.`\"\[\]]+\s*\(|[\w.`\"\[\]]+\s*,\s*[\w.`\"\[\]()]+)[^;]{0,80}?\bfrom\b|\bselect\s*(?:distinct\s+|top\s+\d+\s+)?\*\s*from\s+[\w.`\"\[\]]+\s*(?:where\b|limit\b|order\b|group\b|having\b|union\b|join\b|into\b|;|--|#|\))",  # noqa: E501
     ),
+    ("SELECT * FROM", 0.28, r"\bselect\s+\*\s*from\b"),
     (
         "SELECT of a function or variable",
         0.7,
@@ -196,7 +200,8 @@ _XSS = (
     ),  # noqa: E501
     ("event handler attribute", 0.7, r"(?:[\s\"'`;<]|<[a-z][\w:-]*/)on[a-z]{3,40}\s*="),
     # Browsers skip blanks inside a scheme: "java\tscript:". "script" itself is rarely split.
-    ("script URL", 0.8, r"(?:j\s*a\s*v\s*a|v\s*b|l\s*i\s*v\s*e)\s*s\s*c\s*r\s*i\s*p\s*t\s*:", ("script",)),  # noqa: E501
+    # ...followed by code, not by words: "javascript:alert(1)", not "javascript: the good parts".
+    ("script URL", 0.8, r"(?:j\s*a\s*v\s*a|v\s*b|l\s*i\s*v\s*e)\s*s\s*c\s*r\s*i\s*p\s*t\s*:\s*(?:[\w$.]+\s*[(\[`=]|[/%(\'\"`\[{\\]|void\b|$)", ("script",)),  # noqa: E501
     (
         "HTML data URL",
         0.6,
@@ -615,14 +620,15 @@ class RuleSet:
                 )  # noqa: E501
         elif os_file is not None and not in_path:
             absolute = _ABSOLUTE.match(unified) is not None
-            strength = 0.55 if absolute else 0.45 if "/" in os_file.strip("/") else _BARE_FILE
+            # a path ("etc/passwd", ".ssh/id_rsa") is more than a file name ("web.config")
+            strength = 0.55 if absolute else 0.45 if "/" in os_file else _BARE_FILE
             out.append(Hit("lfi", f"operating-system file {os_file}", strength, 0))
         if d.null_byte and "." in text:
             out.append(Hit("lfi", "null byte", 0.5, text.find("\x00")))
 
 
 _WORD = re.compile(r"[a-z0-9_.-]{2,40}")
-_BRACES = re.compile(r"([a-z0-9_]*)\{([^{}\s\"':]*,[^{}\s\"':]*)\}([a-z0-9_]*)")
+_BRACES = re.compile(r"([a-z0-9_]*)\{([^{}\s:]*,[^{}\s:]*)\}([a-z0-9_]*)")
 _VERSION = re.compile(r"(?<=[a-z])[\d.]*\d$|(?<=\d)\.[\d.]+$")
 # A file name alone ("web.config", "config.yaml") is also an ordinary value: it needs another sign.
 _BARE_FILE = 0.28

@@ -38,6 +38,9 @@ _DATE = re.compile(
 )  # noqa: E501
 _TOKEN = re.compile(r"[\w.,:~+-]{1,128}")
 _INDEX = {name: i for i, name in enumerate(SHAPES)}
+# Past this many values, only every SAMPLE_EVERY-th value of a parameter is classified.
+SAMPLE_AFTER = 512
+SAMPLE_EVERY = 16
 _COVER_INDEX = tuple((name, tuple(_INDEX[s] for s in _COVERS[name])) for name in SHAPES)
 
 
@@ -67,10 +70,11 @@ def shape_of(value: str) -> str:
 
 
 class _Counts:
-    __slots__ = ("counts", "n")
+    __slots__ = ("counts", "n", "seen")
 
     def __init__(self) -> None:
-        self.n = 0
+        self.n = 0  # values classified
+        self.seen = 0  # values offered
         self.counts = [0] * len(SHAPES)
 
 
@@ -131,6 +135,9 @@ class ParamShapes:
                 return
             counts = params[name] = _Counts()
             self._keys += 1
+        counts.seen += 1
+        if counts.n >= SAMPLE_AFTER and counts.seen % SAMPLE_EVERY:
+            return  # well known: a sample keeps following drift at a fraction of the cost
         counts.n += 1
         counts.counts[_INDEX[shape_of(value)]] += 1
 

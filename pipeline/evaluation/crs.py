@@ -237,7 +237,7 @@ def kong_entry(case: CrsCase, ts_ms: int = T0_MS) -> dict[str, Any]:
 
 # --- the report -------------------------------------------------------------------------------------
 
-Inspector = Callable[[GatewayEvent], object]
+Inspector = Callable[[GatewayEvent], Any]
 
 
 def crs_report(
@@ -247,10 +247,14 @@ def crs_report(
     warmup: Iterable[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """Recall per CRS family and over SQLi/XSS/LFI/RCE together, the share of negative tests
-    flagged, and the same for each half of the split (`dev`, `held_out`).
+    flagged (and which, with the detector's reason), and the same figures for each half of the
+    split (`dev`, `held_out`).
 
     `inspect` defaults to a fresh `InjectionDetector().inspect`; `warmup` is benign Kong entries
     fed through the same parser and detector before the corpus (for the warm figure).
+    `payload_redacted` counts attack tests whose every query value the ingest replaced by a
+    fingerprint (a parameter named like a secret, e.g. `code`): counted as misses, since the
+    pipeline never sees those payloads.
     """
     if inspect is None:
         from detectors.injection import InjectionDetector
@@ -260,19 +264,35 @@ def crs_report(
     for entry in warmup:
         inspect(parser.parse_entry(entry))
     all_cases = load_cases() if cases is None else list(cases)
-    flagged: dict[tuple[int, int], bool] = {}
-    rejected = 0
+    findings: dict[tuple[int, int], Any] = {}
+    rejected = redacted = 0
     for i, case in enumerate(all_cases):
         if not case.observable or case.polarity not in ("attack", "negative"):
             continue
-        body = orjson.dumps(kong_entry(case, T0_MS + i * 10))
-        result = parser.parse_body(body)
+        key = (case.rule_id, case.test_id)
+        result = parser.parse_body(orjson.dumps(kong_entry(case, T0_MS + i * 10)))
         if not result.events:
             rejected += 1  # the parser refused it: the detector never sees it
-            flagged[(case.rule_id, case.test_id)] = False
+            findings[key] = None
             continue
-        flagged[(case.rule_id, case.test_id)] = inspect(result.events[0]) is not None
+        event = result.events[0]
+        values = [v for v in event.query.values() if v]
+        if case.polarity == "attack" and values and all(v.startswith("hmac:") for v in values):
+            redacted += 1
+        findings[key] = inspect(event)
+    flagged = {key: finding is not None for key, finding in findings.items()}
     report = _figures(all_cases, flagged)
+    report["flagged_negatives"] = [
+        {
+            "rule_id": case.rule_id,
+            "test_id": case.test_id,
+            "kind": getattr(findings[(case.rule_id, case.test_id)], "kind", ""),
+            "reason": getattr(findings[(case.rule_id, case.test_id)], "reason", ""),
+        }
+        for case in all_cases
+        if case.polarity == "negative" and flagged.get((case.rule_id, case.test_id))
+    ]
+    report["payload_redacted"] = redacted
     report["rejected_by_parser"] = rejected
     report["halves"] = {
         "dev": _figures([c for c in all_cases if not held_out(c)], flagged),
