@@ -69,13 +69,13 @@ class KeySharing:
     >>> for i in range(25):
     ...     seen(900 + i, f"{20 + i}.{i * 7 % 250}.9.{i}")
     >>> print(sharing.score(state, SubjectContext("consumer:c7", "consumer", 925.0)).reason)
-    credential used from 27 networks (/24) in the last 2 periods of 120 s; usually at most 1
+    credential used from 27 networks (/24) in the last 2 periods of 60 s; usually at most 1
     """
 
     name = "key_sharing"
     kinds = ("consumer", "key")
 
-    def __init__(self, period_s: float = 120.0, min_networks: int = 6, ratio: float = 3.0) -> None:
+    def __init__(self, period_s: float = 60.0, min_networks: int = 6, ratio: float = 3.0) -> None:
         if ratio <= 1:
             raise ValueError("ratio must be > 1")
         self.period_s = period_s

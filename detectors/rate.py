@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from detectors.base import Signal, SubjectContext
-from detectors.state import Baseline, SubjectState, WindowFeatures
+from detectors.state import SUSTAINED_TAU_S, Baseline, SubjectState, WindowFeatures
 
 __all__ = ["RateAnomaly", "recommended_limit"]
 
@@ -51,6 +51,10 @@ class RateAnomaly:
     slow_ratio, slow_windows
         Once `slow_windows` windows are learned, the limit is never above `slow_ratio` times the
         slow (~10-minute) baseline: a flood ramped up gently is still a flood.
+    sustained_ratio, sustained_min, sustained_windows
+        Below the per-second limits, a rate held over ~10 s above both `sustained_min` per second
+        and `sustained_ratio` times the subject's average is a flood too (once `sustained_windows`
+        windows are learned).
 
     Examples
     --------
@@ -81,6 +85,9 @@ class RateAnomaly:
         cold_limit: float = 150.0,
         slow_ratio: float = 8.0,
         slow_windows: int = 300,
+        sustained_ratio: float = 8.0,
+        sustained_min: float = 5.0,
+        sustained_windows: int = 60,
     ) -> None:
         self.warmup_windows = warmup_windows
         self.sigmas = sigmas
@@ -89,11 +96,14 @@ class RateAnomaly:
         self.cold_limit = cold_limit
         self.slow_ratio = slow_ratio
         self.slow_windows = slow_windows
+        self.sustained_ratio = sustained_ratio
+        self.sustained_min = sustained_min
+        self.sustained_windows = sustained_windows
 
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         current = state.current_rate()
         if current <= self.min_rate:
-            return None
+            return self._sustained(state, ctx)
         baseline = state.baseline
         if baseline is None or baseline.windows < self.warmup_windows:
             limit = self.cold_limit
@@ -111,7 +121,27 @@ class RateAnomaly:
                     limit = slow_limit
                     basis = f"long-run baseline {slow:.1f}/s"
         if current <= limit:
-            return None
+            return self._sustained(state, ctx)
         score = round(min(1.0, 0.4 + 0.6 * (current / limit - 1.0)), 3)
         reason = f"{current} requests/s ({basis}, limit {limit:.0f}/s)"
+        return Signal(self.name, "flood", score, reason)
+
+    def _sustained(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
+        """A quiet client turned busy: too slow per second for the window limits, but held for
+        tens of seconds at many times its own average (a consumer at 0.5/s going to 12/s)."""
+        baseline = state.baseline
+        if baseline is None or baseline.windows < self.sustained_windows:
+            return None
+        rate = state.sustained_rate(ctx.now)
+        usual = baseline.rate_slow.get() if baseline.windows >= self.slow_windows else (
+            baseline.rate_mean.get()
+        )
+        limit = max(self.sustained_min, self.sustained_ratio * usual)
+        if rate <= limit:
+            return None
+        score = round(min(1.0, 0.4 + 0.6 * (rate / limit - 1.0) / 0.5), 3)
+        reason = (
+            f"{rate:.1f} requests/s held over ~{SUSTAINED_TAU_S:.0f} s "
+            f"(usually {usual:.2f}/s, limit {limit:.1f}/s)"
+        )
         return Signal(self.name, "flood", score, reason)

@@ -36,6 +36,7 @@ WINDOW_S = 1.0
 # An idle gap is learned as empty windows, up to this many (a day-long silence is not 86,400 zeros).
 MAX_IDLE_WINDOWS = 30
 AUTH_DECAY_TAU_S = 120.0
+SUSTAINED_TAU_S = 10.0
 # Per-request findings (an injection payload, a scanner UA) fade with this time constant.
 EVIDENCE_TAU_S = 300.0
 
@@ -176,6 +177,8 @@ class SubjectState:
         "flagged",
         "memo",
         "prev_requests",
+        "sustained",
+        "sustained_ts",
         "score",
         "w_auth",
         "w_auth_fail",
@@ -197,6 +200,9 @@ class SubjectState:
         # Distinct routes in the window as a 64-bit bitmap: 8 bytes instead of a set.
         self.w_paths = 0
         self.prev_requests = 0
+        # Requests decayed over SUSTAINED_TAU_S: a rate that holds, where one window only bursts.
+        self.sustained = 0.0
+        self.sustained_ts = 0.0
         self.windows_seen = 0
         self.baseline: Baseline | None = None
         # Decayed counters of login attempts and failures (time constant AUTH_DECAY_TAU_S).
@@ -229,6 +235,10 @@ class SubjectState:
         if t >= self.w_start + WINDOW_S:
             self._roll(t, baseline_after, fading_factor)
         self.w_requests += 1
+        if t > self.sustained_ts:
+            self.sustained *= math.exp((self.sustained_ts - t) / SUSTAINED_TAU_S)
+            self.sustained_ts = t
+        self.sustained += 1.0
         status = event.status
         if status >= 400:
             self.w_errors += 1
@@ -252,6 +262,12 @@ class SubjectState:
         """Requests per window now: the open window or the last closed one, whichever is higher,
         so a burst is seen before its window closes and does not vanish the moment it does."""
         return max(self.w_requests, self.prev_requests)
+
+    def sustained_rate(self, now: float) -> float:
+        """Requests per second over about the last SUSTAINED_TAU_S seconds."""
+        return self.sustained * math.exp(min(0.0, self.sustained_ts - now) / SUSTAINED_TAU_S) / (
+            SUSTAINED_TAU_S
+        )
 
     def decayed_auth(self, now: float) -> tuple[float, float]:
         decay = math.exp(-max(0.0, now - self.auth_ts) / AUTH_DECAY_TAU_S)

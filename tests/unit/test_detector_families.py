@@ -207,3 +207,23 @@ def test_the_anomaly_model_learns_only_windows_nobody_flagged() -> None:
     for s in range(41, 80):  # a detector flags every one of these windows
         second(s, flagged=True)
     assert model.learned == learned
+
+
+def test_a_quiet_consumer_turned_busy_is_a_flood_below_the_per_second_limits() -> None:
+    """0.5 requests/s for ten minutes, then 12/s: never 30 in one second, but 24x its habit."""
+    events = [make_event(ts_ms=T0_MS + i * 2000, consumer="c5", client_ip="192.0.2.70")
+              for i in range(300)]
+    start = T0_MS + 600_000
+    events += [make_event(ts_ms=start + i * 83, consumer="c5", client_ip="192.0.2.70")
+               for i in range(1200)]
+    decisions = [d for d in run(events) if d.subject == "consumer:c5"]
+    acted = [d for d in decisions if d.action in ("challenge", "block")]
+    assert acted and acted[0].updated_at - start <= 10_000
+    assert "held over" in acted[0].reasons[0]
+
+
+def test_a_consumer_bursting_now_and_then_is_not_a_flood() -> None:
+    """A batch job: 20 requests in two seconds every minute, otherwise idle."""
+    events = [make_event(ts_ms=T0_MS + m * 60_000 + i * 100, consumer="c6", client_ip="192.0.2.71")
+              for m in range(30) for i in range(20)]
+    assert acting(run(events)) == {}
