@@ -104,7 +104,11 @@ class Shop:
                 (self.categories, "/v1/categories", None, None, 0),
                 (self.products, "/v1/products", Q.products_query(rng), None, 0),
             ]
-        return "/cart", [(self.cart, "/v1/cart", None, None, 0)]
+        # The cart page re-fetches with a bare flag (`?refresh`, which Kong logs as `true`).
+        refresh: list[tuple[str, str | None]] | None = (
+            [("refresh", None)] if rng.random() < 0.3 else None
+        )
+        return "/cart", [(self.cart, "/v1/cart", refresh, None, 0)]
 
 
 class Visitor:

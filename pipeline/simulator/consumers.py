@@ -130,6 +130,10 @@ class Makers:
         """One request of maker `name` for this consumer (`v2`: it has moved to /v2)."""
         return self._makers[name](rng, st, v2)
 
+    def maker(self, name: str) -> Callable[[random.Random, ConsumerState, bool], Req]:
+        """The maker itself, for a caller that makes many requests of it."""
+        return self._makers[name]
+
     def _orders_list(self, rng: random.Random, st: ConsumerState, v2: bool) -> Req:
         if v2:
             q: list[tuple[str, str | None]] = [("limit", "50")]
@@ -353,7 +357,7 @@ class ApiConsumer(Actor):
         ips = st.ips
         total = cum[-1]
         random_ = rng.random
-        makers = [self.makers._makers[n] for n in names]
+        makers = [self.makers.maker(n) for n in names]
         while t < end:
             ip = ips[0] if len(ips) == 1 else ips[int(random_() * len(ips))]
             if self.oauth and t >= token_at:

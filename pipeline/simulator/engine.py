@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from pipeline.simulator.catalogue import CATALOGUE
@@ -134,8 +135,7 @@ class Simulation:
         Entries share their route, service and consumer objects: copy before mutating those.
         When the iterator is exhausted, `labels()` describes this run without re-running it.
         """
-        for _, entry in self.labelled_entries():
-            yield entry
+        return map(itemgetter(1), self.labelled_entries())
 
     def labelled_entries(self) -> Iterator[tuple[str | None, dict[str, Any]]]:
         """`kong_entries()` with per-request ground truth: `(episode id, entry)` for an attack's

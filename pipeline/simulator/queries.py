@@ -199,11 +199,30 @@ def email(rng: random.Random) -> str:
     return f"{first}{sep}{last}{n}@{rng.choice(DOMAINS)}"
 
 
+_HOURS = (0, 0, 0, 6, 12)
+# Every date a query can name (the last 90 days), formatted once.
+_DAYS = tuple(_EPOCH - timedelta(days=d) for d in range(91))
+_DATES = tuple(day.strftime("%Y-%m-%d") for day in _DAYS)
+_STAMPS = tuple(
+    tuple((day + timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%SZ") for h in _HOURS)
+    for day in _DAYS
+)
+
+
 def iso_date(rng: random.Random, *, days_back: int = 60, with_time: bool = True) -> str:
-    day = _EPOCH - timedelta(days=rng.randint(0, days_back))
+    """A date in the last `days_back` days (at most 90), as a date or an ISO timestamp.
+
+    >>> iso_date(random.Random(1), days_back=0, with_time=False)
+    '2023-11-14'
+    >>> iso_date(random.Random(1), days_back=30)[10:]
+    'T12:00:00Z'
+    """
+    if not 0 <= days_back <= 90:
+        raise ValueError("days_back must be in [0, 90]")
+    d = int(rng.random() * (days_back + 1))
     if not with_time:
-        return day.strftime("%Y-%m-%d")
-    return (day + timedelta(hours=rng.choice((0, 0, 0, 6, 12)))).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _DATES[d]
+    return _STAMPS[d][int(rng.random() * len(_HOURS))]
 
 
 def cursor(rng: random.Random) -> str:
