@@ -42,8 +42,8 @@ _PLAIN_SUSPECT = re.compile(
     r"information_schema|pg_|sqlite_|sys(?:objects|columns)|xp_|@@|::|169\.254|\.\.", re.IGNORECASE
 )
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
-# Paths made only of these need no decoding or scanning.
-_PLAIN_PATH = re.compile(r"[A-Za-z0-9_.,:@+\-/{}~=]*")
+# Paths made only of these, and without "..", need no decoding or scanning.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_.,@+\-/{}~=]*")
 # In a parameter that always holds a number, a UUID, a date...: characters no such value has.
 _MARKERS = (
     (
@@ -150,7 +150,7 @@ class InjectionDetector:
     def inspect(self, event: GatewayEvent) -> Signal | None:
         best: _Finding | None = None
         path = event.path
-        if not _PLAIN_PATH.fullmatch(path):
+        if ".." in path or not _PLAIN_PATH.fullmatch(path):
             best = self._judge(decode(path), "the path", None, in_path=True, best=best)
         query = event.query
         if query:

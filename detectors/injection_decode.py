@@ -96,6 +96,8 @@ def decode(value: str) -> Decoded:
     if "\\u" in text or "\\x" in text:
         text = _JS_ESCAPE.sub(lambda m: chr(int(m.group(1) or m.group(2), 16)), text)
     if not text.isascii():
+        # A lone surrogate (from a bad escape upstream) is no character: replace it.
+        text = text.encode("utf-8", "replace").decode("utf-8")
         # Full-width "＜script＞", circled digits in "http://①②⑦.⓪.⓪.①", ideographic full stops.
         text = unicodedata.normalize("NFKC", text).replace("。", ".").replace("｡", ".")
     null_byte = "\x00" in text
