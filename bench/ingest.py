@@ -2,19 +2,28 @@
 response time of those POSTs.
 
 Starts the embedded broker (unless --kafka), one `gatewatch collector` process, and from this
-process POSTs pre-built bodies of 100-1,000 simulated Kong entries with `--concurrency` senders
-for `--seconds`, counting the entries the collector answered as accepted (i.e. acked by Kafka).
+process POSTs pre-built bodies of 100-1,000 simulated Kong entries for `--seconds`, counting the
+entries the collector answered as accepted (i.e. acked by Kafka). Two ways to send:
 
-    .venv/bin/python bench/ingest.py [--seconds 15] [--concurrency 4] [--json]
+- closed loop (default): `--concurrency` senders, each posting its next body as soon as the
+  previous one is answered: the most the collector accepts, and the response time at that
+  saturation (which grows with the number of senders: at saturation every sender waits for the
+  bodies of all the others).
+- open loop (`--rate N`): bodies sent on a fixed schedule of N entries/s whatever the answers take
+  (as independent Kong nodes do): the response time at that load. It counts from each body's
+  scheduled time, so a collector falling behind shows in it.
+
+    .venv/bin/python bench/ingest.py [--seconds 15] [--concurrency 4 | --rate 50000] [--json]
 
 Request-id deduplication is configured to remember nothing (GATEWATCH_DEDUPE_MAX_IDS=0), because
 the bodies are replayed; its bookkeeping still runs on every entry.
 
-Latency is measured per POST from just before the request is sent to the end of reading the
-answer. Wall-clock figures depend on whatever else the machine runs, so the CPU time each process
-spent during the measurement is reported too (Linux /proc): `collector_cpu_us_per_event` is the
-figure to compare between versions; `*_cpu_share` say how much of the machine's cores the
-collector, the broker and this client took, and `loadavg_1m` how busy it was before the run.
+Latency is measured per POST from just before the request is sent (its scheduled time in the open
+loop) to the end of reading the answer. Wall-clock figures depend on whatever else the machine
+runs, so the CPU time each process spent during the measurement is reported too (Linux /proc):
+`collector_cpu_us_per_event` is the figure to compare between versions; `*_cpu_share` say how
+much of the machine's cores the collector, the broker and this client took, and `loadavg_1m` how
+busy it was before the run.
 """
 
 from __future__ import annotations
@@ -84,6 +93,26 @@ def build_bodies(entries_wanted: int, seed: int) -> list[tuple[int, bytes]]:
     return bodies
 
 
+async def post(
+    http: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    t0: float,
+    latencies: list[float],
+    counts: dict[str, int],
+) -> None:
+    """One POST; its latency counts from `t0` (monotonic seconds) to the answer read."""
+    async with http.post(url, data=body) as resp:
+        answer = await resp.json()
+    latencies.append((time.monotonic() - t0) * 1000)
+    if resp.status == 200:
+        counts["accepted"] += answer["accepted"]
+        counts["posts"] += 1
+    else:
+        counts["failed_posts"] += 1
+        counts[f"http_{resp.status}"] = counts.get(f"http_{resp.status}", 0) + 1
+
+
 async def sender(
     http: aiohttp.ClientSession,
     url: str,
@@ -93,25 +122,43 @@ async def sender(
     latencies: list[float],
     counts: dict[str, int],
 ) -> None:
+    """Closed loop: the next body as soon as the previous one is answered."""
     i = start_at
     while time.monotonic() < stop_at:
         _, body = bodies[i % len(bodies)]
         i += 1
-        t0 = time.perf_counter()
-        async with http.post(url, data=body) as resp:
-            answer = await resp.json()
-        latencies.append((time.perf_counter() - t0) * 1000)
-        if resp.status == 200:
-            counts["accepted"] += answer["accepted"]
-            counts["posts"] += 1
-        else:
-            counts["failed_posts"] += 1
+        await post(http, url, body, time.monotonic(), latencies, counts)
+
+
+async def scheduled_sender(
+    http: aiohttp.ClientSession,
+    url: str,
+    bodies: list[tuple[int, bytes]],
+    rate: float,
+    stop_at: float,
+    latencies: list[float],
+    counts: dict[str, int],
+) -> None:
+    """Open loop: body k is due when the entries before it, sent at `rate`/s, are out."""
+    inflight: set[asyncio.Task[None]] = set()
+    due = time.monotonic()
+    i = 0
+    while due < stop_at:
+        n, body = bodies[i % len(bodies)]
+        i += 1
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        task = asyncio.create_task(post(http, url, body, due, latencies, counts))
+        inflight.add(task)
+        task.add_done_callback(inflight.discard)
+        due += n / rate
+    await asyncio.gather(*inflight)
 
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=15.0)
-    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--concurrency", type=int, default=4, help="closed loop: senders")
+    ap.add_argument("--rate", type=float, help="open loop: entries per second, on a schedule")
     ap.add_argument("--entries", type=int, default=200_000, help="distinct entries to replay")
     ap.add_argument("--kafka")
     ap.add_argument("--json", action="store_true")
@@ -143,7 +190,9 @@ async def main() -> None:
     try:
         url = f"http://127.0.0.1:{port}/v1/ingest/kong"
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        connector = aiohttp.TCPConnector(limit=args.concurrency)
+        # The open loop opens as many connections as answers are outstanding (Kong nodes each
+        # have their own); a cap keeps a stalled collector from exhausting ports.
+        connector = aiohttp.TCPConnector(limit=256 if args.rate else args.concurrency)
         async with aiohttp.ClientSession(headers=headers, connector=connector) as http:
             deadline = time.monotonic() + 60
             while True:  # the collector is up once it answers
@@ -163,12 +212,15 @@ async def main() -> None:
             with console.status(f"posting for {args.seconds:.0f} s"):
                 start = time.monotonic()
                 stop_at = start + args.seconds
-                await asyncio.gather(
-                    *(
-                        sender(http, url, bodies, k * 97, stop_at, latencies, counts)
-                        for k in range(args.concurrency)
+                if args.rate:
+                    await scheduled_sender(http, url, bodies, args.rate, stop_at, latencies, counts)
+                else:
+                    await asyncio.gather(
+                        *(
+                            sender(http, url, bodies, k * 97, stop_at, latencies, counts)
+                            for k in range(args.concurrency)
+                        )
                     )
-                )
                 elapsed = time.monotonic() - start
             cpu = {
                 name: after - before
@@ -185,8 +237,11 @@ async def main() -> None:
         "events_per_s": round(counts["accepted"] / elapsed, 1),
         "posts": counts["posts"],
         "failed_posts": counts["failed_posts"],
+        **{k: v for k, v in counts.items() if k.startswith("http_")},
         "mean_entries_per_post": round(statistics.mean(n for n, _ in bodies), 1),
-        "concurrency": args.concurrency,
+        "mode": f"open loop, {args.rate:,.0f} entries/s offered"
+        if args.rate
+        else f"closed loop, {args.concurrency} senders",
         "p50_ms": round(latencies[len(latencies) // 2], 2),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2),
         "max_ms": round(latencies[-1], 2),

@@ -306,10 +306,20 @@ class KongParser:
             kept["referer"] = self._mask(kept["referer"].partition("?")[0])[0]
         names = tuple(headers)
         fingerprint = self._fingerprints.get(names) or self._header_fingerprint(headers)
+        for name in ("apikey", "x-api-key"):  # `_credential`'s first and commonest answer
+            value = headers.get(name)
+            key = value if type(value) is str else _text(value)
+            if key:
+                credential = self.redactor.fingerprint(key)
+                break
+        else:
+            credential = self._credential(
+                headers, query_secret, _clean_text(entity.get("id") or custom_credential_id)
+            )
 
         # In GatewayEvent's field order, so an envelope is byte for byte what the model gives.
         return {
-            "request_id": _clean_text(request.id)
+            "request_id": request.id  # a str or None in the struct
             or _clean_text(response_headers.get("x-kong-request-id"))
             or None,
             "ts_ms": _int(started_at, "started_at") if started_at is not None else self._now_ms(),
@@ -317,9 +327,7 @@ class KongParser:
             "node": node or None,
             "service": _clean_text(service.get("name") or service.get("id")) or None,
             "consumer": _clean_text(consumer.get("id") or entity.get("consumer_id")) or None,
-            "credential": self._credential(
-                headers, query_secret, _clean_text(entity.get("id") or custom_credential_id)
-            ),
+            "credential": credential,
             "client_ip": client_ip,
             "method": method.upper(),
             "path": path,
@@ -359,26 +367,41 @@ class KongParser:
         known = self._paths.get(raw_path)
         if known is not None:
             return known
-        parts = [self._segment(seg) for seg in raw_path.split("/")]
-        found = {kind for _, kinds, _ in parts for kind in kinds}
-        known = (
-            # Without PII every segment is unchanged.
-            "/".join(masked for masked, _, _ in parts) if found else raw_path,
-            tuple(kind for kind in PII_ORDER if kind in found),
-            "/".join(template for _, _, template in parts),
-        )
-        if not found and len(raw_path) <= MAX_CACHED_PATH:
+        segments = self._segments
+        templates: list[str] = []
+        for seg in raw_path.split("/"):
+            answer = segments.get(seg)
+            if answer is None:
+                if len(seg) < 13 and seg.isdigit() and seg.isascii():
+                    templates.append("{id}")  # ids are many: not worth remembering
+                    continue
+                answer = self._segment(seg)
+            if answer[1]:
+                return self._path_with_pii(raw_path)
+            templates.append(answer[2])
+        # Without PII every segment is unchanged: the masked path is the raw one.
+        known = (raw_path, (), "/".join(templates))
+        if len(raw_path) <= MAX_CACHED_PATH:
             if len(self._paths) >= PATH_CACHE:
                 self._paths.clear()
             self._paths[raw_path] = known
         return known
+
+    def _path_with_pii(self, raw_path: str) -> tuple[str, tuple[str, ...], str]:
+        parts = [self._segment(seg) for seg in raw_path.split("/")]
+        found = {kind for _, kinds, _ in parts for kind in kinds}
+        return (
+            "/".join(masked for masked, _, _ in parts),
+            tuple(kind for kind in PII_ORDER if kind in found),
+            "/".join(template for _, _, template in parts),
+        )
 
     def _segment(self, seg: str) -> tuple[str, tuple[str, ...], str]:
         known = self._segments.get(seg)
         if known is not None:
             return known
         if len(seg) < 13 and seg.isdigit() and seg.isascii():
-            return seg, (), "{id}"  # ids are many: not worth remembering
+            return seg, (), "{id}"
         masked, kinds = self.redactor.mask_pii(seg)
         known = (masked, tuple(kinds), route_template(masked))
         if not kinds and len(seg) <= MAX_CACHED_SEGMENT:
