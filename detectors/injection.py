@@ -90,6 +90,9 @@ class InjectionDetector:
         memory bounds.
     data_dir
         Where the CRS word lists are.
+    engine
+        How the literals that select rules are found: `re2` (google-re2), `python`, or `auto`
+        (re2 when installed). Findings are the same; only the cost differs.
 
     Examples
     --------
@@ -125,6 +128,7 @@ class InjectionDetector:
         max_params: int = 50_000,
         max_params_per_route: int = 64,
         data_dir: Path = DATA_DIR,
+        engine: str = "auto",
     ) -> None:
         if not 0 < min_score <= 1:
             raise ValueError("min_score must be in (0, 1]")
@@ -138,7 +142,8 @@ class InjectionDetector:
         self.max_params = max_params
         self.max_params_per_route = max_params_per_route
         self.data_dir = data_dir
-        self.rules = _rules(data_dir)
+        self.engine = engine
+        self.rules = _rules(data_dir, engine)
         self.shapes = ParamShapes(learn_after, max_keys=max_params,
                                   max_params_per_route=max_params_per_route)  # fmt: skip
         self._plain_names: dict[str, bool] = {}
@@ -292,9 +297,9 @@ class InjectionDetector:
 
 
 @functools.lru_cache(maxsize=4)
-def _rules(data_dir: Path) -> RuleSet:
+def _rules(data_dir: Path, engine: str) -> RuleSet:
     """One compiled rule set per data folder, shared by every detector (it is read-only)."""
-    return RuleSet(data_dir)
+    return RuleSet(data_dir, engine)
 
 
 def _excerpt(text: str, pos: int) -> str:

@@ -108,7 +108,8 @@ def decode(value: str) -> Decoded:
         text = _COMMENT.sub(_fold_comment, text)
     if "\r" in text:
         text = _BREAK.sub("\n", text)
-    text = _SPACE.sub(" ", text)
+    if "  " in text or not text.isprintable():  # most values need no folding
+        text = _SPACE.sub(" ", text)
     shell = text
     if (
         "\\" in shell

@@ -455,12 +455,14 @@ class RuleSet:
     []
     """
 
-    def __init__(self, data_dir: Path = DATA_DIR) -> None:
+    def __init__(self, data_dir: Path = DATA_DIR, engine: str = "auto") -> None:
         self.text_rules = RuleBook(
             _book("sqli", _SQLI) + _book("xss", _XSS) + _book("lfi", _LFI) + _book("rce", _CODE)
         )
         self.shell_rules = RuleBook(_book("rce", _RCE))
-        self.literal_set = LiteralSet(self.text_rules.literals | self.shell_rules.literals)
+        self.literal_set = LiteralSet(
+            self.text_rules.literals | self.shell_rules.literals, engine=engine
+        )
         commands: set[str] = set()
         prefixes: list[str] = []
         for entry in _data_lines(data_dir / "unix-shell.data"):
@@ -506,7 +508,9 @@ class RuleSet:
     # -- shell commands ---------------------------------------------------------------------------
     def _is_command(self, word: str) -> bool:
         for name in (word.rsplit("/", 1)[-1], word.split("/", 1)[0]):  # /bin/cat, or cmd/c
-            name = _VERSION.sub("", name.removesuffix(".exe"))  # python3.10 -> python3
+            name = name.removesuffix(".exe")
+            if name[-1:].isdigit():
+                name = _VERSION.sub("", name)  # python3.10 -> python3
             if (
                 name in self.commands
                 or name in self.cmdlets

@@ -70,12 +70,14 @@ def shape_of(value: str) -> str:
 
 
 class _Counts:
-    __slots__ = ("counts", "n", "seen")
+    __slots__ = ("counts", "n", "seen", "shape", "shape_at")
 
     def __init__(self) -> None:
         self.n = 0  # values classified
         self.seen = 0  # values offered
         self.counts = [0] * len(SHAPES)
+        self.shape: str | None = None  # as of shape_at values classified
+        self.shape_at = -1
 
 
 class ParamShapes:
@@ -147,6 +149,11 @@ class ParamShapes:
         counts = params.get(name) if params is not None else None
         if counts is None or counts.n < self.learn_after:
             return None
+        if counts.shape_at != counts.n:
+            counts.shape, counts.shape_at = self._narrowest(counts), counts.n
+        return counts.shape
+
+    def _narrowest(self, counts: _Counts) -> str | None:
         need = self.dominance * counts.n
         c = counts.counts
         for name, covered in _COVER_INDEX:
