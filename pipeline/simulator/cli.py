@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -12,8 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.simulator.engine import FORMATS
-from pipeline.simulator.output import Summary, simulate
+from pipeline.simulator.labels import FORMATS
+
+if TYPE_CHECKING:
+    from pipeline.simulator.output import Summary
 
 __all__ = ["simulate_command"]
 
@@ -34,6 +36,9 @@ def simulate_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Simulate labelled gateway traffic: traffic.ndjson, labels.json and openapi.json."""
+    # Imported here: `gatewatch` imports every command's module at startup.
+    from pipeline.simulator.output import simulate
+
     if format not in FORMATS:
         raise typer.BadParameter(f"unknown format {format!r}; one of {', '.join(FORMATS)}")
     # With --json, stdout carries only the result; progress goes to stderr either way.

@@ -15,7 +15,7 @@ from operator import itemgetter
 from typing import Any
 
 from pipeline.simulator.catalogue import CATALOGUE
-from pipeline.simulator.labels import SCENARIOS, Episode, labels_document
+from pipeline.simulator.labels import FORMATS, SCENARIOS, Episode, labels_document
 from pipeline.simulator.openapi import openapi_document
 from pipeline.simulator.population import build_population
 from pipeline.simulator.scenarios import ABUSING_CONSUMERS, episodes_per_scenario, plan_attacks
@@ -25,7 +25,6 @@ __all__ = ["DAY_MS", "Simulation"]
 
 DAY_MS = 1_699_920_000_000  # 2023-11-14T00:00:00Z: the simulated day
 MAX_MINUTES = 24 * 60
-FORMATS = ("kong", "apigee-syslog")
 
 
 @dataclass

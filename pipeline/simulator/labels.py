@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SCENARIOS", "Episode", "labels_document"]
+__all__ = ["FORMATS", "SCENARIOS", "Episode", "labels_document"]
+
+# Output formats: Kong http-log JSON lines, Apigee MessageLogging syslog lines.
+FORMATS = ("kong", "apigee-syslog")
 
 SCENARIOS = (
     "credential_stuffing",

@@ -19,7 +19,8 @@ from typing import Any
 import orjson
 
 from pipeline.simulator.apigee import syslog_line
-from pipeline.simulator.engine import FORMATS, Simulation
+from pipeline.simulator.engine import Simulation
+from pipeline.simulator.labels import FORMATS
 
 __all__ = ["Summary", "simulate"]
 
