@@ -28,10 +28,18 @@ class Fusion:
     Verdict(score=0.75, action='challenge', reasons=['rate: a', 'bruteforce: b'], detector='rate')
     >>> f.fuse([]).action
     'allow'
+    >>> f.fuse([Signal("rate", "flood", 0.45, "a"), Signal("anomaly", "behaviour_anomaly", 0.5, "b")])
+    Verdict(score=0.519, action='tag', reasons=['anomaly: b', 'rate: a'], detector='anomaly')
     """
 
     def __init__(
-        self, tag: float = 0.3, challenge: float = 0.6, block: float = 0.85, max_reasons: int = 3
+        self,
+        tag: float = 0.3,
+        challenge: float = 0.6,
+        block: float = 0.85,
+        max_reasons: int = 3,
+        supporting: tuple[str, ...] = ("anomaly",),
+        support_weight: float = 0.25,
     ) -> None:
         if not 0 < tag < challenge < block <= 1:
             raise ValueError("need 0 < tag < challenge < block <= 1")
@@ -39,6 +47,8 @@ class Fusion:
         self.challenge = challenge
         self.block = block
         self.max_reasons = max_reasons
+        self.supporting = supporting
+        self.support_weight = support_weight
 
     @property
     def thresholds(self) -> tuple[float, float, float]:
@@ -51,9 +61,13 @@ class Fusion:
         if not signals:
             return Verdict(0.0, "allow", [], "")
         ranked = sorted(signals, key=lambda s: s.score, reverse=True)
+        alone = all(s.detector in self.supporting for s in ranked)
         keep = 1.0
         for s in ranked:
-            keep *= 1.0 - s.score
+            # A supporting signal (the anomaly model) mostly re-says what a specific detector
+            # saw in the same window: it counts in full only on its own.
+            weight = 1.0 if alone or s.detector not in self.supporting else self.support_weight
+            keep *= 1.0 - s.score * weight
         score = round(1.0 - keep, 3)
         return Verdict(
             score=score,

@@ -54,7 +54,8 @@ class RateAnomaly:
     sustained_ratio, sustained_min, sustained_windows
         Below the per-second limits, a rate held over ~10 s above both `sustained_min` per second
         and `sustained_ratio` times the subject's average is a flood too (once `sustained_windows`
-        windows are learned).
+        windows are learned). Only from `sustained_strong` per second is
+        it more than a tag (1.5 times that limit when higher).
 
     Examples
     --------
@@ -88,6 +89,7 @@ class RateAnomaly:
         sustained_ratio: float = 8.0,
         sustained_min: float = 5.0,
         sustained_windows: int = 60,
+        sustained_strong: float = 8.0,
     ) -> None:
         self.warmup_windows = warmup_windows
         self.sigmas = sigmas
@@ -99,6 +101,7 @@ class RateAnomaly:
         self.sustained_ratio = sustained_ratio
         self.sustained_min = sustained_min
         self.sustained_windows = sustained_windows
+        self.sustained_strong = sustained_strong
 
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         current = state.current_rate()
@@ -139,7 +142,13 @@ class RateAnomaly:
         limit = max(self.sustained_min, self.sustained_ratio * usual)
         if rate <= limit:
             return None
-        score = round(min(1.0, 0.4 + 0.6 * (rate / limit - 1.0) / 0.5), 3)
+        # A first batch run looks like a modest flood: only a strong one is acted on, the rest
+        # is tagged for the upstream to see.
+        strong = max(self.sustained_strong, 1.5 * limit)
+        if rate < strong:
+            score = round(0.4 + 0.15 * (rate - limit) / (strong - limit), 3)
+        else:
+            score = round(min(1.0, 0.6 + 0.4 * (rate / strong - 1.0)), 3)
         reason = (
             f"{rate:.1f} requests/s held over ~{SUSTAINED_TAU_S:.0f} s "
             f"(usually {usual:.2f}/s, limit {limit:.1f}/s)"

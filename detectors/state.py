@@ -36,7 +36,7 @@ WINDOW_S = 1.0
 # An idle gap is learned as empty windows, up to this many (a day-long silence is not 86,400 zeros).
 MAX_IDLE_WINDOWS = 30
 AUTH_DECAY_TAU_S = 120.0
-SUSTAINED_TAU_S = 10.0
+SUSTAINED_TAU_S = 5.0
 # Per-request findings (an injection payload, a scanner UA) fade with this time constant.
 EVIDENCE_TAU_S = 300.0
 
