@@ -17,6 +17,7 @@ from rich.table import Table
 
 from pipeline.config import Settings
 from pipeline.evaluation.cli import evaluate_command, replay_command
+from pipeline.simulator.cli import simulate_command
 from pipeline.logs import configure_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -339,6 +340,7 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
+app.command("simulate")(simulate_command)
 app.command("replay")(replay_command)
 app.command("evaluate")(evaluate_command)
 
