@@ -16,28 +16,36 @@ hop-by-hop ones and the length dropped), over HTTP/1.1 keep-alive connections. A
 no bodies, so a POST/PUT/PATCH is sent with an empty one: ModSecurity sees what gatewatch sees.
 A 403 is a block (CRS's anomaly-score decision). At paranoia level 1 with the default setup CRS
 keeps no state across requests (IP reputation and DoS protection are off), so one client address
-for all requests changes nothing; each request is mapped back to its subjects (`ip:<client_ip>`,
-`consumer:<consumer.id>`) here.
+for all requests changes nothing. Each entry also goes through gatewatch's Kong parser, whose
+event gives the request's time and subjects (`consumer:`, `key:`, `ip:`): both sides count the
+same subjects.
 
-Scoring, per scenario of `labels.json`: an attacker request is one carrying a subject of an
-episode within the episode's time span; an episode is detected when one of its requests is
-blocked (time to detect = that request's time - episode start). Benign subjects are the subjects
-no episode names; a benign subject is a false positive when a request of it outside every episode
-is blocked; `fp_per_1000_subject_hours` divides them by the benign subject-hours (sum over benign
-subjects of end of run - its first request), as gatewatch's evaluation does. Which CRS rules
-blocked benign requests is read from the audit log.
+Scoring follows `pipeline.evaluation.score`: a request carrying a subject of an episode within the
+episode's span is the episode's, and its other subjects are associated with the attack (neither
+side); an episode is detected when one of its requests is blocked (time to detect = that
+request's time - episode start: ModSecurity is inline, a block is immediate). Benign subjects are
+all the others; one is a false positive when a blocked request carries it, so a blocked request
+counts against each of its benign subjects (consumer, key and address: an upper bound, split by
+kind in the JSON). `fp_per_1000_subject_hours` divides by the benign subject-hours (sum over
+benign subjects of end of run - first request). The rules behind the blocks, per scenario and
+for benign traffic, come from the audit log. CRS 3.3 allows only GET HEAD POST OPTIONS: the
+figures with PUT/PATCH/DELETE allowed (what a REST API configures) are derived from the same
+audit log, or measured with `--allowed-methods`.
 
 `--crs` also replays the CRS regression corpus' query-string cases (`pipeline.evaluation.crs`)
 through ModSecurity. Those tests come from a newer CRS than the 3.3 rules under test: the figure
 is context (what stock CRS PL1 blocks of them), not CRS grading itself.
 
-gatewatch's side comes from `pipeline.evaluation.score.evaluate_run` on the same folder, when
-that module exists; otherwise ModSecurity is reported alone.
+gatewatch's side: `pipeline.evaluation.score.evaluate_run` on the same folder when the tree has
+it, else the steps of `gatewatch replay --labels`; without either, ModSecurity alone. A full
+simulated run is ~530 requests/s of traffic, and ModSecurity + CRS costs ~1 ms of CPU per request:
+20 simulated minutes take ~5 min on 2 free cores.
 
     .venv/bin/python bench/peer_modsecurity.py --traffic DIR [--limit N] [--crs] [--json]
     .venv/bin/python bench/peer_modsecurity.py --seed 7 --minutes 20 [--crs] [--json]
 
-With --json the last line is {"modsecurity": {...}, "gatewatch": {...} | null, "config": {...}}.
+With --json the last line is {"modsecurity": {...}, "gatewatch": {...} | null, "config": {...}}
+(and "gatewatch_crs_corpus" with --crs).
 Needs the Debian packages (checked first; the exact apt-get line is printed when missing).
 """
 
@@ -64,6 +72,7 @@ from urllib.parse import quote
 
 import orjson
 import structlog
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -95,6 +104,7 @@ PARANOIA_LEVEL = 1
 ANOMALY_THRESHOLD = 5
 BLOCKED = 403
 START_TIMEOUT_S = 30.0
+LOG_EVERY = 50_000
 # Identifies a replayed request in the audit log; a digit string no CRS PL1 rule looks at.
 REPLAY_HEADER = "x-gatewatch-replay"
 # Connection management is the replaying client's business, and the body is not in the log.
@@ -428,10 +438,14 @@ def load_traffic(path: Path, limit: int | None = None) -> Traffic:
                 try:
                     if not isinstance(entry, dict):
                         raise ValueError("not a JSON object")
-                    event = parser.parse_entry(entry)  # ParseError, ValidationError: ValueErrors
+                    event = parser.parse_entry(entry)
                     wire = to_wire(entry, len(traffic.wires))
-                except ValueError as exc:
-                    traffic.skipped[str(exc).partition(":")[0].partition("\n")[0]] += 1
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    traffic.skipped[".".join(map(str, err["loc"])) + ": " + err["msg"]] += 1
+                    continue
+                except ValueError as exc:  # the parser's ParseError, to_wire's
+                    traffic.skipped[str(exc).splitlines()[0][:80]] += 1
                     continue
                 traffic.wires.append(wire)
                 traffic.times_ms.append(event.ts_ms)
@@ -474,6 +488,8 @@ def load_labels(path: Path) -> tuple[list[Episode], int | None]:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: episode {i} is malformed ({exc!r})") from exc
+    if doc.get("format", "kong") != "kong":
+        raise ValueError(f"{path}: format {doc['format']!r}; the replay reads Kong entries (kong)")
     end = doc.get("end_ms")
     if end is not None and (not isinstance(end, int) or isinstance(end, bool)):
         raise ValueError(f"{path}: end_ms must be an integer, got {end!r}")
@@ -565,14 +581,22 @@ async def replay(
 def run_replay(
     gateway: ModSecurityNginx, wires: Sequence[bytes], connections: int, what: str
 ) -> tuple[list[int], float]:
-    """Statuses of all requests and the wall time, with a progress bar on a terminal."""
+    """Statuses of all requests and the wall time; a progress bar on a terminal, else a log line
+    every LOG_EVERY requests (a long run must not look hung)."""
     console = Console(stderr=True)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        progress.advance(task, n)
+        if not console.is_terminal and (done + n) // LOG_EVERY > done // LOG_EVERY:
+            log.info("replay.progress", what=what, done=done + n, total=len(wires))
+        done += n
+
     with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task(what, total=len(wires))
         started = time.monotonic()
-        statuses = asyncio.run(
-            replay(gateway.port, wires, connections, lambda n: progress.advance(task, n))
-        )
+        statuses = asyncio.run(replay(gateway.port, wires, connections, advance))
         return statuses, time.monotonic() - started
 
 
@@ -623,6 +647,34 @@ def nearest_rank(values: Sequence[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+BENIGN = ""  # request_scenarios' answer for a request of no episode and no attacker subject
+
+
+def request_scenarios(
+    times_ms: Sequence[int], subjects: Sequence[tuple[str, ...]], episodes: Sequence[Episode]
+) -> list[tuple[str, ...]]:
+    """Per request, the ids of the episodes it belongs to (it carries one of their subjects within
+    their span); `(BENIGN,)` when it carries no attacker subject at all, `()` for an attacker's
+    request outside its episodes (neither attack nor benign traffic).
+
+    >>> eps = [Episode("e1", "scan", frozenset({"ip:6.6.6.6"}), 10, 20)]
+    >>> request_scenarios([15, 15, 30], [("ip:6.6.6.6",), ("ip:1.1.1.1",), ("ip:6.6.6.6",)], eps)
+    [('e1',), ('',), ()]
+    """
+    by_subject: dict[str, list[Episode]] = {}
+    for ep in episodes:
+        for s in ep.subjects:
+            by_subject.setdefault(s, []).append(ep)
+    out: list[tuple[str, ...]] = []
+    for t, subs in zip(times_ms, subjects, strict=True):
+        mine = [ep for s in subs for ep in by_subject.get(s, ())]
+        if not mine:
+            out.append((BENIGN,))
+            continue
+        out.append(tuple(sorted({ep.id for ep in mine if ep.start_ms <= t <= ep.end_ms})))
+    return out
+
+
 def score_run(
     times_ms: Sequence[int],
     subjects: Sequence[tuple[str, ...]],
@@ -649,11 +701,8 @@ def score_run(
     (3, 2, 1.0, {'ip': 2, 'consumer': 1})
     """
     attackers = frozenset().union(*(e.subjects for e in episodes)) if episodes else frozenset()
-    by_subject: dict[str, list[Episode]] = {}
-    for ep in episodes:
-        for s in ep.subjects:
-            by_subject.setdefault(s, []).append(ep)
     end = end_ms if end_ms is not None else max(times_ms, default=0)
+    owners_of = request_scenarios(times_ms, subjects, episodes)
 
     first_flag: dict[str, int] = {}  # episode id -> time of its first blocked request
     ep_requests: Counter[str] = Counter()
@@ -662,14 +711,11 @@ def score_run(
     associated: set[str] = set()
     blocked_subjects: set[str] = set()
     benign_requests = benign_flagged = 0
-    for t, subs, hit in zip(times_ms, subjects, flagged, strict=True):
+    for t, subs, hit, owners in zip(times_ms, subjects, flagged, owners_of, strict=True):
         for s in subs:
             if s not in first_seen or t < first_seen[s]:
                 first_seen[s] = t
-        owners = {
-            ep.id for s in subs for ep in by_subject.get(s, ()) if ep.start_ms <= t <= ep.end_ms
-        }
-        if owners:
+        if owners and owners != (BENIGN,):
             associated.update(s for s in subs if s not in attackers)
             for eid in owners:
                 ep_requests[eid] += 1
@@ -679,8 +725,7 @@ def score_run(
             continue
         if hit:
             blocked_subjects.update(subs)
-        # An attacker subject outside its episodes is neither attack nor benign traffic.
-        if not any(s in attackers for s in subs):
+        if owners == (BENIGN,):
             benign_requests += 1
             benign_flagged += hit
 
@@ -744,28 +789,37 @@ def without_method_policy(flagged: Sequence[bool], audit: dict[int, AuditEntry])
     return out
 
 
-def benign_rules(
+def blocked_rules(
     traffic: Traffic, flagged: Sequence[bool], episodes: Sequence[Episode],
-    audit: dict[int, AuditEntry],
-) -> list[dict[str, Any]]:  # fmt: skip
-    """Which CRS rules scored on the blocked benign requests (one count per request and rule)."""
-    attackers = frozenset().union(*(e.subjects for e in episodes)) if episodes else frozenset()
-    counts: Counter[str] = Counter()
+    audit: dict[int, AuditEntry], top: int = 12,
+) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+    """Which CRS rules scored on the blocked requests of benign traffic (key "benign") and of each
+    scenario: one count per request and rule, with the rule's message and an example request."""
+    scenario_of = {ep.id: ep.scenario for ep in episodes}
+    owners_of = request_scenarios(traffic.times_ms, traffic.subjects, episodes)
+    counts: dict[str, Counter[str]] = {}
     messages: dict[str, str] = {}
-    example: dict[str, str] = {}
+    example: dict[tuple[str, str], str] = {}
     for i, hit in enumerate(flagged):
-        if not hit or any(s in attackers for s in traffic.subjects[i]):
+        if not hit or not owners_of[i]:
             continue
+        groups = {"benign" if o == BENIGN else scenario_of[o] for o in owners_of[i]}
         entry = audit.get(i)
         for rule in entry.rules if entry else ("(not in the audit log)",):
-            counts[rule] += 1
             if entry:
                 messages.setdefault(rule, entry.messages[rule])
-            example.setdefault(rule, traffic.wires[i].split(b"\r\n", 1)[0].decode()[:120])
-    return [
-        {"rule": r, "requests": n, "message": messages.get(r, ""), "example": example[r]}
-        for r, n in counts.most_common()
-    ]
+            for group in groups:
+                counts.setdefault(group, Counter())[rule] += 1
+                if (group, rule) not in example:
+                    line = traffic.wires[i].split(b"\r\n", 1)[0].decode(errors="replace")
+                    example[group, rule] = line[:120]
+    return {
+        group: [
+            {"rule": r, "requests": n, "message": messages.get(r, ""), "example": example[group, r]}
+            for r, n in c.most_common(top)
+        ]
+        for group, c in sorted(counts.items())
+    }
 
 
 def crs_corpus_figures(
@@ -889,6 +943,7 @@ def side_by_side(modsec: dict[str, Any], ours: dict[str, Any] | None) -> list[Ta
             detection.add_column(col, justify="right", style="cyan")
     for col in ("ModSecurity detected", "recall", "median s", "p90 s", "requests blocked"):
         detection.add_column(col, justify="right", style="magenta")
+    detection.add_column("top CRS rules", style="magenta")
     our_scenarios = (ours or {}).get("scenarios", {})
     for name in sorted(set(modsec["scenarios"]) | set(our_scenarios)):
         theirs = modsec["scenarios"].get(name, {})
@@ -900,6 +955,7 @@ def side_by_side(modsec: dict[str, Any], ours: dict[str, Any] | None) -> list[Ta
         row += [_fmt(theirs.get(k)) for k in ("detected", "recall")]
         row += [_fmt(theirs.get(k)) for k in ("median_time_to_detect_s", "p90_time_to_detect_s")]
         row.append(f"{_fmt(theirs.get('requests_flagged'))} / {_fmt(theirs.get('requests'))}")
+        row.append(" ".join(r["rule"] for r in modsec.get("rules", {}).get(name, [])[:3]))
         detection.add_row(*row)
 
     benign = Table(title="Benign traffic: false positives")
@@ -982,12 +1038,12 @@ def crs_table(modsec: dict[str, Any], ours: dict[str, Any] | None) -> Table:
 
 def simulated_run(seed: int, minutes: float, out: Path) -> Path:
     try:
-        from pipeline.simulator import simulate  # type: ignore[attr-defined]  # not merged yet
+        from pipeline.simulator import simulate
     except ImportError as exc:
         raise SystemExit(
             f"--seed/--minutes need pipeline.simulator ({exc}); use --traffic"
         ) from exc
-    simulate(out, seed=seed, minutes=minutes)
+    simulate(out, seed=seed, minutes=minutes, format="kong")
     return out
 
 
@@ -1038,7 +1094,10 @@ def main() -> None:
             raise SystemExit(f"{folder / 'traffic.ndjson'}: no replayable request")
 
         gateway = ModSecurityNginx(workers=args.workers, allowed_methods=args.allowed_methods)
-        gateway.start()
+        try:
+            gateway.start()
+        except StackError as exc:
+            raise SystemExit(f"nginx + ModSecurity did not start: {exc}") from exc
         stack.callback(gateway.close, args.keep)
         if args.keep:
             console.print(f"nginx prefix kept: {gateway.prefix}", style="dim")
@@ -1058,7 +1117,7 @@ def main() -> None:
     flagged = [s == BLOCKED for s in statuses]
     modsec = score_run(traffic.times_ms, traffic.subjects, flagged, episodes, end_ms)
     modsec["statuses"] = {str(k): v for k, v in sorted(Counter(statuses).items())}
-    modsec["benign_rules"] = benign_rules(traffic, flagged, episodes, audit)
+    modsec["rules"] = blocked_rules(traffic, flagged, episodes, audit)
     modsec["skipped_entries"] = dict(traffic.skipped)
     if not args.allowed_methods:
         rest = without_method_policy(flagged, audit)
@@ -1079,7 +1138,9 @@ def main() -> None:
         "paranoia_level": PARANOIA_LEVEL,
         "inbound_anomaly_score_threshold": ANOMALY_THRESHOLD,
         "allowed_methods": args.allowed_methods or "CRS default",
-        "traffic": str(folder),
+        "traffic": str(folder)
+        if args.traffic
+        else f"simulated: seed {args.seed}, {args.minutes} min",
         "requests": len(traffic.wires),
         "replay_s": round(wall_s, 2),
         "requests_per_s": round(len(traffic.wires) / wall_s, 1) if wall_s else None,
@@ -1092,12 +1153,15 @@ def main() -> None:
     }
 
     if args.json:
-        print(orjson.dumps({"modsecurity": modsec, "gatewatch": ours, "config": config}).decode())
+        out = {"modsecurity": modsec, "gatewatch": ours, "config": config}
+        if crs is not None:
+            out["gatewatch_crs_corpus"] = ours_crs
+        print(orjson.dumps(out).decode())
         return
     for table in side_by_side(modsec, ours):
         console.print(table)
-    if modsec["benign_rules"]:
-        console.print(rules_table(modsec["benign_rules"]))
+    if modsec["rules"].get("benign"):
+        console.print(rules_table(modsec["rules"]["benign"]))
     if crs is not None:
         console.print(crs_table(crs, ours_crs))
     console.print(
