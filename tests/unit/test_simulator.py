@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -327,3 +329,16 @@ def test_cli_writes_the_run_and_prints_one_json_object(tmp_path: Path) -> None:
     assert labels["format"] == "apigee-syslog"
     bad = CliRunner().invoke(app, ["simulate", "--out", str(out), "--format", "nope"])
     assert bad.exit_code == 2 and "unknown format" in bad.output
+
+
+def test_importing_the_command_does_not_build_the_simulator() -> None:
+    # `gatewatch` imports every command's module at startup.
+    code = (
+        "import sys, pipeline.simulator.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith('pipeline.simulator')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert (
+        out.stdout.strip() == "['pipeline.simulator', 'pipeline.simulator.cli', "
+        "'pipeline.simulator.labels']"
+    )
