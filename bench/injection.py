@@ -33,7 +33,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from detectors import injection_rules  # noqa: E402
+from detectors import injection_patterns, injection_rules  # noqa: E402
 from detectors.injection import InjectionDetector  # noqa: E402
 from detectors.injection_decode import decode  # noqa: E402
 from detectors.injection_engine import LiteralSet  # noqa: E402
@@ -101,7 +101,9 @@ def engines() -> dict[str, Callable[[], InjectionDetector]]:
     return out
 
 
-def per_event_us(detector: InjectionDetector, events: Sequence[GatewayEvent], repeats: int) -> float:
+def per_event_us(
+    detector: InjectionDetector, events: Sequence[GatewayEvent], repeats: int
+) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.process_time()
@@ -125,9 +127,16 @@ def unique_text_events(n: int, seed: int) -> list[GatewayEvent]:
     for i in range(n):
         text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6))) + f" {i}"
         events.append(
-            GatewayEvent(ts_ms=i, gateway="kong", client_ip="192.0.2.1", method="GET",
-                         path="/v1/search", route="/v1/search", status=200,
-                         query={"q": text, "page": str(rng.randint(1, 9))})  # fmt: skip
+            GatewayEvent(
+                ts_ms=i,
+                gateway="kong",
+                client_ip="192.0.2.1",
+                method="GET",
+                path="/v1/search",
+                route="/v1/search",
+                status=200,
+                query={"q": text, "page": str(rng.randint(1, 9))},
+            )
         )
     return events
 
@@ -136,11 +145,11 @@ def naive_alternation_us(values: Sequence[str], repeats: int) -> float:
     classes = [
         re.compile("|".join(f"(?:{r[2]})" for r in rules))
         for rules in (
-            injection_rules._SQLI,
-            injection_rules._XSS,
-            injection_rules._LFI,
-            injection_rules._CODE,
-            injection_rules._RCE,
+            injection_patterns.SQLI,
+            injection_patterns.XSS,
+            injection_patterns.LFI,
+            injection_patterns.CODE,
+            injection_patterns.SHELL,
         )
     ]
     decoded = [decode(v).text for v in values]
@@ -226,8 +235,8 @@ def main() -> None:
     for column in ("engine", "steady", "first pass", "unique text", "attacks", "literal lookup"):
         table.add_column(column, justify="right")
     for name, r in results.items():
-        table.add_row(name, *(f"{r[k]:.2f}" for k in (
-            "steady", "first_pass", "unique_text", "attacks", "literal_lookup_per_value")))  # fmt: skip
+        keys = ("steady", "first_pass", "unique_text", "attacks", "literal_lookup_per_value")
+        table.add_row(name, *(f"{r[k]:.2f}" for k in keys))
     console.print(table)
     console.print(
         f"one Python alternation per class, per free-text value: "

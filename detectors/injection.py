@@ -5,8 +5,9 @@ a request's path and query, judged against what each endpoint's parameters norma
 gateway logged them after redaction: secrets are fingerprints, PII masked), decoded the way a WAF
 decodes them (`injection_decode`), scanned by the rules of each class (`injection_rules`). The
 strongest finding is weighed by the parameter's learned shape (`injection_shapes`): in a parameter
-that always holds a number any payload counts more, and a quote or a `<` alone counts; in a free-text
-search box only strong findings keep their weight. Requests it flags are never learned from.
+that always holds a number any payload counts more, and a quote or a `<` alone counts; in a
+free-text search box only strong findings keep their weight. Requests it flags are never learned
+from.
 
 `score` turns a subject's decayed findings into a signal: one clear payload is worth a tag, a few in
 a minute a challenge, a scanner's run (sqlmap, nikto) a block.
@@ -15,6 +16,7 @@ a minute a challenge, a scanner's run (sqlmap, nikto) a block.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +86,8 @@ class InjectionDetector:
         A request whose strongest finding scores below this is not flagged (and is learned from).
     tag_at, challenge_at, block_at
         Decayed evidence (sum of finding scores, time constant `EVIDENCE_TAU_S`) at which the
-        subject's score reaches 0.3 (tag), 0.6 (challenge) and 0.85 (block); 1.0 at twice `block_at`.
+        subject's score reaches 0.3 (tag), 0.6 (challenge) and 0.85 (block); 1.0 at twice
+        `block_at`.
     learn_after, max_params, max_params_per_route
         Parameter-shape learning (`ParamShapes`): observations before a shape is trusted, and the
         memory bounds.
@@ -151,7 +154,7 @@ class InjectionDetector:
         self._knots = ((0.0, 0.0), (tag_at, 0.3), (challenge_at, 0.6), (block_at, 0.85),
                        (2 * block_at, 1.0))  # fmt: skip
 
-    # -- one request ----------------------------------------------------------------------------------
+    # -- one request --------------------------------------------------------------------------
     def inspect(self, event: GatewayEvent) -> Signal | None:
         best: _Finding | None = None
         path = event.path
@@ -273,7 +276,7 @@ class InjectionDetector:
             return best
         return _Finding(score, top, where, note, _excerpt(d.text, top.pos))
 
-    # -- one subject ------------------------------------------------------------------------------------
+    # -- one subject --------------------------------------------------------------------------
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         evidence = state.evidence.get(self.name) if state.evidence else None
         if evidence is None:
@@ -290,7 +293,7 @@ class InjectionDetector:
 
     def _evidence_score(self, value: float) -> float:
         knots = self._knots
-        for (x0, y0), (x1, y1) in zip(knots, knots[1:], strict=False):
+        for (x0, y0), (x1, y1) in itertools.pairwise(knots):
             if value <= x1:
                 return round(y0 + (y1 - y0) * (value - x0) / (x1 - x0), 3)
         return 1.0

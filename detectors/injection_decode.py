@@ -98,7 +98,7 @@ def decode(value: str) -> Decoded:
     if not text.isascii():
         # A lone surrogate (from a bad escape upstream) is no character: replace it.
         text = text.encode("utf-8", "replace").decode("utf-8")
-        # Full-width "＜script＞", circled digits in "http://①②⑦.⓪.⓪.①", ideographic full stops.
+        # Full-width "\uff1cscript\uff1e", circled digits ("http://①②⑦.⓪.⓪.①"), ideographic stops.
         text = unicodedata.normalize("NFKC", text).replace("。", ".").replace("｡", ".")
     null_byte = "\x00" in text
     text = text.lower()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from re import _constants as sre  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 
-__all__ = ["LiteralSet", "Rule", "RuleBook", "required_literals"]
+__all__ = ["Hit", "LiteralSet", "Rule", "RuleBook", "required_literals"]
 
 _MAX_ALTERNATIVES = 48
 _REPEATS = (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT)
@@ -155,6 +155,16 @@ class LiteralSet:
                 if literal in text:
                     found.add(literal)
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One rule that matched a value."""
+
+    kind: str  # sqli | xss | lfi | rce | ssrf
+    label: str
+    strength: float
+    pos: int  # where in the decoded text it matched (for the reason's excerpt)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _HEX = re.compile(r"(?:0x)?[0-9a-fA-F]{8,128}")
 _DATE = re.compile(
     r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
-)  # noqa: E501
+)
 _TOKEN = re.compile(r"[\w.,:~+-]{1,128}")
 _INDEX = {name: i for i, name in enumerate(SHAPES)}
 # Past this many values, only every SAMPLE_EVERY-th value of a parameter is classified.

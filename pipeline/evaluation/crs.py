@@ -1,4 +1,5 @@
-"""The OWASP CRS regression corpus as access-log traffic: how much of it the injection detector sees.
+"""The OWASP CRS regression corpus as access-log traffic: how much of it the injection detector
+sees.
 
 Each go-ftw test whose payload travels in the query string becomes the Kong http-log entry Kong
 would write for that request (the raw `uri`, the query string decoded the way nginx's
@@ -176,7 +177,7 @@ def write_cases(cases: Iterable[CrsCase], path: Path) -> int:
     return n
 
 
-# --- the Kong entry --------------------------------------------------------------------------------
+# --- the Kong entry -------------------------------------------------------------------------------
 
 
 def kong_querystring(raw: str) -> dict[str, Any]:
@@ -235,7 +236,7 @@ def kong_entry(case: CrsCase, ts_ms: int = T0_MS) -> dict[str, Any]:
     }
 
 
-# --- the report -------------------------------------------------------------------------------------
+# --- the report -----------------------------------------------------------------------------------
 
 Inspector = Callable[[GatewayEvent], Any]
 

@@ -150,5 +150,5 @@ tests:
 
 
 def test_a_folder_without_the_index_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="tests_index.csv"):
+    with pytest.raises(FileNotFoundError, match=r"tests_index\.csv"):
         extract_cases(tmp_path)

@@ -1,5 +1,5 @@
 """Injection probing: payloads of each class caught, benign look-alikes left alone, parameter
-shapes learned (but never from flagged requests, and within bounds), evidence escalating to actions."""
+shapes learned (never from flagged requests, and within bounds), evidence escalating to actions."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def request(
     )
 
 
-# --- each class, in the forms attackers send -------------------------------------------------------
+# --- each class, in the forms attackers send ------------------------------------------------------
 ATTACKS = [
     ("sqli", {"id": "1 UNION SELECT username, password FROM users--"}),
     ("sqli", {"user": "admin'--"}),
@@ -55,7 +55,7 @@ ATTACKS = [
     ("xss", {"q": "&lt;script&gt;alert(1)&lt;/script&gt;"}),
     ("xss", {"q": "%3Cscript%3Ealert(1)%3C%2Fscript%3E"}),
     ("xss", {"name": "'-alert(1)-'"}),
-    ("xss", {"q": "＜script＞alert(1)＜/script＞"}),  # full-width, folded by NFKC
+    ("xss", {"q": "\uff1cscript\uff1ealert(1)\uff1c/script\uff1e"}),  # full-width, folded by NFKC
     ("lfi", {"file": "../../../../etc/passwd"}),
     ("lfi", {"file": "..%2f..%2f..%2fetc%2fpasswd"}),
     ("lfi", {"file": "....//....//....//etc/passwd"}),
@@ -83,7 +83,9 @@ ATTACKS = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "query"), ATTACKS, ids=[f"{k}-{i}" for i, (k, _) in enumerate(ATTACKS)])
+@pytest.mark.parametrize(
+    ("kind", "query"), ATTACKS, ids=[f"{k}-{i}" for i, (k, _) in enumerate(ATTACKS)]
+)
 def test_each_class_is_caught_as_a_clear_payload(kind: str, query: dict[str, str]) -> None:
     finding = InjectionDetector().inspect(request(query))
     assert finding is not None
@@ -114,7 +116,7 @@ def test_a_payload_in_a_parameter_name_is_caught() -> None:
     assert "parameter name" in finding.reason
 
 
-# --- benign look-alikes ------------------------------------------------------------------------------
+# --- benign look-alikes ---------------------------------------------------------------------------
 BENIGN = [
     ("q", "O'Brien"),
     ("q", "union station"),
@@ -147,7 +149,7 @@ BENIGN = [
     ("q", "nc state hoodie"),
     ("q", "powershell tutorial"),
     ("q", "if a == b"),
-    ("q", "Size: 8\"x11\""),
+    ("q", 'Size: 8"x11"'),
     ("q", "a;b;c"),
     ("q", "foo|bar"),
     ("q", "日本茶 急須"),
@@ -186,7 +188,7 @@ def test_benign_look_alikes_are_not_flagged_even_on_a_cold_start(name: str, valu
     assert InjectionDetector().inspect(request({name: value})) is None
 
 
-# --- learned parameter shapes ------------------------------------------------------------------------
+# --- learned parameter shapes ---------------------------------------------------------------------
 def learn(detector: InjectionDetector, name: str, values: list[str], route: str = "/v1/orders"):
     for i, value in enumerate(values):
         assert detector.inspect(request({name: value}, path=route, at_s=i)) is None
@@ -251,7 +253,7 @@ def test_shape_memory_is_bounded_under_a_parameter_flood() -> None:
     assert all(len(params) <= 8 for params in detector.shapes._routes.values())
 
 
-# --- evidence -> actions ------------------------------------------------------------------------------
+# --- evidence -> actions --------------------------------------------------------------------------
 def replay(detector: InjectionDetector, findings: int, over_s: float) -> SubjectState:
     state = SubjectState()
     for i in range(findings):
@@ -286,7 +288,7 @@ def test_a_subject_with_no_findings_has_no_signal() -> None:
     assert InjectionDetector().score(SubjectState(), SubjectContext("ip:x", "ip", T0_S)) is None
 
 
-# --- reasons and inputs -----------------------------------------------------------------------------
+# --- reasons and inputs ---------------------------------------------------------------------------
 def test_the_reason_names_the_parameter_and_quotes_at_most_a_little_of_the_payload() -> None:
     payload = "1 UNION SELECT " + ",".join(f"col{i}" for i in range(300)) + " FROM users--"
     finding = InjectionDetector().inspect(request({"id": payload}))
