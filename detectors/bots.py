@@ -215,7 +215,7 @@ class BrowserMimicry:
     def __init__(
         self,
         window: int = 32,
-        min_requests: int = 20,
+        min_requests: int = 8,
         regular_cv: float = 0.1,
         human_cv: float = 0.6,
         session_gap_s: float = 120.0,

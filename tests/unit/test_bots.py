@@ -408,7 +408,7 @@ def test_headless_browser_is_tagged_at_most(classifier: UserAgentClassifier) -> 
 
 def test_nothing_is_said_while_warming_up(classifier: UserAgentClassifier) -> None:
     detector, state = BrowserMimicry(classifier=classifier), SubjectState()
-    events = browsing(10, [1.0])
+    events = browsing(detector.min_requests - 1, [1.0])
     feed([detector], state, events, "ip:x")
     assert judge(detector, state, "ip:x", events[-1].ts_ms / 1000) is None
 
