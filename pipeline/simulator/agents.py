@@ -9,7 +9,9 @@ API consumers: a bad bot must not be recognisable by a scripting UA alone.
 
 from __future__ import annotations
 
+import itertools
 import random
+from bisect import bisect
 from typing import Any
 
 __all__ = [
@@ -192,8 +194,15 @@ ANDROID_DEVICES = (
 APP_VERSIONS = (("5.2.1", 60), ("5.2.0", 25), ("5.1.4", 10), ("4.9.8", 5))
 
 
+_CUMULATIVE: dict[int, tuple[float, ...]] = {}
+
+
 def _weighted(rng: random.Random, items: tuple[tuple[Any, ...], ...], at: int) -> tuple[Any, ...]:
-    return rng.choices(items, [it[at] for it in items])[0]
+    """An item drawn with the weights in its column `at` (cumulative weights kept per table)."""
+    cum = _CUMULATIVE.get(id(items))
+    if cum is None:
+        cum = _CUMULATIVE[id(items)] = tuple(itertools.accumulate(it[at] for it in items))
+    return items[bisect(cum, rng.random() * cum[-1])]
 
 
 def browser_headers(rng: random.Random) -> tuple[Headers, dict[str, str]]:

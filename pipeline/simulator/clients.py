@@ -139,7 +139,8 @@ class BrowserArrivals(Actor):
     def visitor(self, i: int) -> Visitor:
         v = self.pool[i]
         if v is None:
-            v = self.pool[i] = Visitor(self.world, self.world.rng(f"visitor:{i}"), self.v6_share)
+            # Drawn from the arrivals' own stream: who comes first is itself deterministic.
+            v = self.pool[i] = Visitor(self.world, self.rng, self.v6_share)
         return v
 
     def run(self) -> Iterator[dict[str, Any] | Spawn]:
@@ -312,7 +313,7 @@ class AppArrivals(Actor):
         if u is None:
             u = self.pool[i] = AppUser(
                 self.world,
-                self.world.rng(f"app-user:{i}"),
+                self.rng,
                 self.app_keys,
                 self.carriers,
                 self.wifi_share,

@@ -35,6 +35,8 @@ PORT = 8443
 _UPSTREAM_HEADERS_BYTES = 260
 _KONG_HEADERS_BYTES = 230
 _ENCODED_CACHE_MAX = 100_000
+_HEADER_CACHE_MAX = 100_000
+_HOST_BYTES = len("host") + len(HOST) + 4
 _TABLE = 2048
 
 
@@ -130,6 +132,7 @@ class KongGateway:
         self.incidents = incidents
         self.keys: dict[str, Consumer] = {}
         self._encoded: dict[str, str] = {}
+        self._header_bytes: dict[int, tuple[dict[str, str], int]] = {}
 
     def register(self, consumer: Consumer) -> None:
         if consumer.key in self.keys:
@@ -178,6 +181,16 @@ class KongGateway:
                 table[name] = item
         return raw, table
 
+    def _client_bytes(self, client: dict[str, str]) -> int:
+        """Header bytes of a client's long-lived header dict, counted once per dict (the cache
+        holds the dict itself, so its id cannot be reused while cached)."""
+        known = self._header_bytes.get(id(client))
+        if known is None or known[0] is not client:
+            if len(self._header_bytes) >= _HEADER_CACHE_MAX:
+                self._header_bytes.clear()
+            known = self._header_bytes[id(client)] = (client, _headers_size(client))
+        return known[1]
+
     # --- the request ---------------------------------------------------------------------
     def handle(
         self,
@@ -199,14 +212,33 @@ class KongGateway:
         (a failed login); Kong's own checks still come first."""
         raw_query, table = self._query(query)
         uri = f"{path}?{raw_query}" if raw_query else path
+        # The headers Kong saw: the client's, a few per request, the load balancer's. Their size
+        # is the client's (counted once per client) plus what is added, unless something added
+        # replaced a header of the client's.
         req_headers = {"host": HOST, **headers}
+        added = _HOST_BYTES
+        exact = "host" not in headers
         if extra:
             req_headers.update(extra)
+            for key, value in extra.items():
+                added += len(key) + len(value) + 4
+                if key in headers:
+                    exact = False
         if body:
-            req_headers["content-length"] = str(body)
-            req_headers.setdefault("content-type", "application/json")
+            length = str(body)
+            req_headers["content-length"] = length
+            added += 18 + len(length)
+            if "content-type" not in req_headers:
+                req_headers["content-type"] = "application/json"
+                added += 32
+            exact = exact and "content-length" not in headers
         req_headers["x-forwarded-for"] = ip
         req_headers["x-forwarded-proto"] = "https"
+        added += 45 + len(ip)
+        if exact and "x-forwarded-for" not in headers and "x-forwarded-proto" not in headers:
+            request_size = len(method) + len(uri) + 14 + self._client_bytes(headers) + added + body
+        else:
+            request_size = _request_size(method, uri, req_headers) + body
         request_id = f"{rng.getrandbits(128):032x}"
 
         route = endpoint.route if endpoint is not None else self.catalogue.route_for(path)
@@ -286,7 +318,7 @@ class KongGateway:
             "querystring": table,
             "method": method,
             "headers": req_headers,
-            "size": _request_size(method, uri, req_headers) + body,
+            "size": request_size,
             "tls": tls or _TLS,
         }
         entry["client_ip"] = ip
@@ -394,17 +426,16 @@ class KongGateway:
 _TLS = {"version": "TLSv1.3", "cipher": "TLS_AES_128_GCM_SHA256", "client_verify": "NONE"}
 
 
+def _headers_size(headers: dict[str, str]) -> int:
+    """`name: value\r\n` bytes of a header dict (values are strings: every client here sends
+    each header once)."""
+    return len("".join(headers)) + len("".join(headers.values())) + 4 * len(headers)
+
+
 def _request_size(method: str, uri: str, headers: dict[str, str]) -> int:
-    """Bytes of the request line and headers, as nginx's $request_length counts them (header
-    values are strings: every client here sends each header once)."""
-    return (
-        len(method)
-        + len(uri)
-        + 14
-        + len("".join(headers))
-        + len("".join(headers.values()))
-        + 4 * len(headers)
-    )
+    """Bytes of the request line and headers, as nginx's $request_length counts them (without
+    the body)."""
+    return len(method) + len(uri) + 14 + _headers_size(headers)
 
 
 def new_uuid(rng: random.Random) -> str:

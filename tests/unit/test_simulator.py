@@ -25,6 +25,7 @@ from pipeline.simulator import SCENARIOS, Simulation, simulate
 from pipeline.simulator.apigee import syslog_line
 from pipeline.simulator.catalogue import CATALOGUE
 from pipeline.simulator.cli import simulate_command
+from pipeline.simulator.kong import _request_size
 from pipeline.simulator.network import ATTACKER_PREFIXES, BENIGN_PREFIXES, CARRIERS, prefix16
 from pipeline.simulator.payloads import (
     SCANNER_AGENTS,
@@ -165,6 +166,12 @@ def test_every_kong_entry_parses_into_a_correct_event(run: Run) -> None:
         )
         assert event.consumer == entry.get("consumer", {}).get("id")
         assert (event.upstream_latency_ms is None) == (entry["latencies"]["proxy"] == -1)
+        request = entry["request"]
+        body = int(request["headers"].get("content-length", 0))
+        assert (
+            request["size"]
+            == _request_size(request["method"], request["uri"], request["headers"]) + body
+        )
         uri = entry["request"]["uri"]
         if "://" not in uri:
             # KongParser reads a URL anywhere in the URI (query included) as an absolute-form
