@@ -220,9 +220,9 @@ class KongGateway:
         exact = "host" not in headers
         if extra:
             req_headers.update(extra)
-            for key, value in extra.items():
-                added += len(key) + len(value) + 4
-                if key in headers:
+            for name, value in extra.items():
+                added += len(name) + len(value) + 4
+                if name in headers:
                     exact = False
         if body:
             length = str(body)
