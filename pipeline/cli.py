@@ -17,6 +17,7 @@ from rich.table import Table
 
 from pipeline.config import Settings
 from pipeline.evaluation.cli import evaluate_command, replay_command
+from pipeline.evaluation.drift import drift_command
 from pipeline.simulator.cli import simulate_command
 from pipeline.logs import configure_logging
 
@@ -342,6 +343,7 @@ def demo(
 
 app.command("simulate")(simulate_command)
 app.command("replay")(replay_command)
+app.command("drift")(drift_command)
 app.command("evaluate")(evaluate_command)
 
 

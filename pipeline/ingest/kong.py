@@ -121,6 +121,19 @@ def _obj(entry: dict[str, Any], key: str, *, required: bool = False) -> dict[str
     return value
 
 
+def _path_of(uri: str) -> str:
+    """The path of a request URI, absolute (`http://host/p?q`) or not. A URL inside the query
+    string (`/search?next=http://x/y`) is a value, not the request's address.
+
+    >>> _path_of("https://api.example/v1/a?b=1"), _path_of("/search?next=http://evil/shell")
+    ('/v1/a', '/search')
+    """
+    head = uri.partition("?")[0]
+    if "://" in head:
+        head = "/" + head.split("://", 1)[1].partition("/")[2]
+    return head or "/"
+
+
 def _upstream_status(value: Any) -> int | None:
     """`"502, 200 : 200"` lists every try; the last one is what the client got."""
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1000:
@@ -208,9 +221,7 @@ class KongParser:
         uri = request.get("uri") or request.get("url")
         if not isinstance(uri, str):
             raise ParseError("request.uri: expected a string")
-        if "://" in uri:
-            uri = "/" + uri.split("://", 1)[1].partition("/")[2]
-        raw_path = uri.partition("?")[0] or "/"
+        raw_path = _path_of(uri)
         path, pii = self.redactor.mask_pii(raw_path)
         query, query_pii, query_secret = self._query(request.get("querystring"))
         pii.extend(k for k in query_pii if k not in pii)
@@ -274,9 +285,7 @@ class KongParser:
         uri = request.uri or request.url
         if not method or not client_ip or uri is None or len(extras) > MAX_ATTRIBUTES:
             raise _Miss
-        if "://" in uri:
-            uri = "/" + uri.split("://", 1)[1].partition("/")[2]
-        raw_path = uri.partition("?")[0] or "/"
+        raw_path = _path_of(uri)
         path, path_pii, route = self._paths.get(raw_path) or self._path(raw_path)
         pii = list(path_pii)
         querystring = request.querystring

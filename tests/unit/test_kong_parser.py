@@ -343,3 +343,10 @@ def test_credential_id_custom_field_identifies_the_key(parser: KongParser) -> No
     event = parser.parse_entry(entry)
     assert event.credential == parser.redactor.fingerprint("kong-credential:5a1d0c1e-credential")
     assert "credential_id" in event.attributes  # kept as sent, it is an id, not a secret
+
+
+def test_a_url_in_the_query_string_is_not_the_request_path(parser: KongParser) -> None:
+    entry = kong_entry("3.8")
+    entry["request"]["uri"] = "/v1/search?q=http://evil.example/webshell&page=1"
+    [event] = parser.parse_body(orjson.dumps(entry)).events
+    assert (event.path, event.route) == ("/v1/search", "/v1/search")
