@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipeline.simulator.payloads import SCANNER_AGENTS, crs_payloads, probe_paths
+from pipeline.simulator.queries import CATEGORIES
 from pipeline.simulator.scenarios.base import (
     CURRENT_CHROME,
     OLD_BROWSERS,
@@ -96,7 +97,9 @@ INJECTION_TARGETS: tuple[Target, ...] = (
     ("/v1/products", "category", [("page", "1")]),
     ("/v1/stores", "lat", [("lon", "-0.1278"), ("radius", "10")]),
     ("/v1/products/{pid}/reviews", "page", []),
-    ("/v1/auth/password-reset/verify", "token", []),
+    # (Not secret-named parameters: redaction fingerprints `token=` and the like before any
+    # detector sees them, so a payload there would be unobservable.)
+    ("/v1/categories/{slug}/products", "sort", [("page", "2")]),
 )
 AUTH_TARGETS: tuple[Target, ...] = (
     ("/v1/customers", "email", []),
@@ -182,6 +185,8 @@ class InjectionProbing(Attack):
         path, param, others = rng.choice(self.targets)
         if "{pid}" in path:
             path = path.replace("{pid}", str(rng.randint(1, 50_000)))
+        elif "{slug}" in path:
+            path = path.replace("{slug}", rng.choice(CATEGORIES))
         family = rng.choice(self.families)
         payload = rng.choice(self.payloads[family])
         pieces = [f"{n}={v}" for n, v in others]
