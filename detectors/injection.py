@@ -149,6 +149,8 @@ class InjectionDetector:
         self.rules = _rules(data_dir, engine)
         self.shapes = ParamShapes(learn_after, max_keys=max_params,
                                   max_params_per_route=max_params_per_route)  # fmt: skip
+        # False freezes the learned shapes (an evaluation judging every request on the same state).
+        self.learning = True
         self._plain_names: dict[str, bool] = {}
         self._value_cache: dict[tuple[str, bool], tuple[Decoded, list[Hit]] | None] = {}
         self._knots = ((0.0, 0.0), (tag_at, 0.3), (challenge_at, 0.6), (block_at, 0.85),
@@ -164,7 +166,7 @@ class InjectionDetector:
         if query:
             best = self._inspect_query(event.route, query, best)
         if best is None or best.score < self.min_score:
-            if query and event.status < 400:
+            if query and self.learning and event.status < 400:
                 # Only endpoints that exist and accepted the request teach what is normal.
                 learn = self.shapes.learn
                 route = event.route

@@ -47,6 +47,8 @@ __all__ = [
     "kong_entry",
     "kong_querystring",
     "load_cases",
+    "main",
+    "print_report",
     "write_cases",
 ]
 
@@ -251,19 +253,27 @@ def crs_report(
     flagged (and which, with the detector's reason), and the same figures for each half of the
     split (`dev`, `held_out`).
 
-    `inspect` defaults to a fresh `InjectionDetector().inspect`; `warmup` is benign Kong entries
-    fed through the same parser and detector before the corpus (for the warm figure).
+    `inspect` defaults to a fresh `InjectionDetector`, whose learning is frozen before the corpus
+    (after `warmup`, benign Kong entries fed through the same parser, for a warm figure).
     `payload_redacted` counts attack tests whose every query value the ingest replaced by a
     fingerprint (a parameter named like a secret, e.g. `code`): counted as misses, since the
     pipeline never sees those payloads.
     """
+    parser = KongParser(Redactor(b"crs-corpus-evaluation"))
     if inspect is None:
         from detectors.injection import InjectionDetector
 
-        inspect = InjectionDetector().inspect
-    parser = KongParser(Redactor(b"crs-corpus-evaluation"))
-    for entry in warmup:
-        inspect(parser.parse_entry(entry))
+        detector = InjectionDetector()
+        for entry in warmup:
+            detector.inspect(parser.parse_entry(entry))
+        # Every test is judged on the same state: the corpus must not teach the detector what its
+        # own endpoints hold (hundreds of tests share /get?foo), or the figure would depend on the
+        # order of the tests.
+        detector.learning = False
+        inspect = detector.inspect
+    else:
+        for entry in warmup:
+            inspect(parser.parse_entry(entry))
     all_cases = load_cases() if cases is None else list(cases)
     findings: dict[tuple[int, int], Any] = {}
     rejected = redacted = 0
@@ -337,3 +347,55 @@ def _figures(cases: list[CrsCase], flagged: dict[tuple[int, int], bool]) -> dict
         "negative_rate": round(negatives_flagged / negatives, 4) if negatives else 0.0,
         "not_observable": not_observable,
     }
+
+
+def print_report(report: dict[str, Any], console: Any) -> None:
+    """The report as rich tables: recall per family, then the negatives flagged and why."""
+    from rich.table import Table
+
+    table = Table(title="CRS query-string tests through Kong → InjectionDetector (cold start)")
+    for column in ("family", "attacks", "detected", "recall"):
+        table.add_column(column, justify="right" if column != "family" else "left")
+    for family, row in report["categories"].items():
+        core = int(family.split()[0]) in CORE
+        table.add_row(
+            f"[bold]{family}[/]" if core else family,
+            str(row["attacks"]),
+            str(row["detected"]),
+            f"{row['recall']:.1%}",
+        )
+    console.print(table)
+    halves = report["halves"]
+    console.print(
+        f"SQLi+XSS+LFI+RCE: {report['core_detected']}/{report['core_attacks']} = "
+        f"[bold]{report['combined_recall']:.1%}[/] (dev half {halves['dev']['combined_recall']:.1%}"
+        f", held-out half {halves['held_out']['combined_recall']:.1%})"
+    )
+    console.print(
+        f"negative tests flagged: {report['negatives_flagged']}/{report['negatives']} = "
+        f"{report['negative_rate']:.1%}; not observable (body only): {report['not_observable']}; "
+        f"payload hidden by redaction: {report['payload_redacted']}"
+    )
+    for n in report["flagged_negatives"]:
+        console.print(f"  {n['rule_id']}/{n['test_id']} {n['kind']}: {n['reason']}", markup=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pipeline.evaluation.crs [--root CRS_DATA_DIR] [--json]`"""
+    import argparse
+
+    from rich.console import Console
+
+    parser = argparse.ArgumentParser(description="The injection detector on the CRS corpus.")
+    parser.add_argument("--root", type=Path, default=None, help="CRS data folder (default: pinned)")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    args = parser.parse_args(argv)
+    report = crs_report(load_cases(args.root))
+    if args.json:
+        print(orjson.dumps(report).decode())
+    else:
+        print_report(report, Console())
+
+
+if __name__ == "__main__":
+    main()

@@ -236,6 +236,13 @@ def test_flagged_requests_are_never_learned_from() -> None:
     assert len(detector.shapes) == 0
 
 
+def test_frozen_learning_keeps_the_shapes_as_they_are() -> None:
+    detector = InjectionDetector(learn_after=5)
+    detector.learning = False
+    learn(detector, "id", [str(n) for n in range(50)])
+    assert len(detector.shapes) == 0
+
+
 def test_errors_and_unknown_routes_teach_nothing() -> None:
     detector = InjectionDetector(learn_after=5)
     for i in range(20):
