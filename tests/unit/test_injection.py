@@ -352,3 +352,33 @@ def test_literal_lookup_agrees_with_a_plain_search() -> None:
         found = LiteralSet(literals, engine=engine)
         for text in texts:
             assert found.find(text) == {lit for lit in literals if lit in text}, (engine, text)
+
+
+# --- through the worker's detection step ------------------------------------------------------
+def test_a_scanner_run_is_blocked_and_a_shopper_is_left_alone() -> None:
+    from pipeline.worker.processor import Processor, StateStore
+
+    processor = Processor(detectors=[InjectionDetector()], fusion=Fusion(), mode="enforce")
+    store = StateStore(max_subjects=100)
+    probes = [
+        "1'", "1 AND 1=1", "1 AND SLEEP(5)", "1 UNION SELECT NULL--", "1) OR (1=1",
+        "../../etc/passwd", "<script>alert(1)</script>", ";id", "1 ORDER BY 10--",
+        "1' AND extractvalue(1,concat(0x7e,version()))--",
+    ]  # fmt: skip
+    events = [
+        make_event(
+            ts_ms=T0_MS + i * 300,
+            client_ip="198.51.100.7",
+            path="/v1/orders",
+            route="/v1/orders",
+            query={"id": probe},
+        )
+        for i, probe in enumerate(probes)
+    ] + [
+        make_event(ts_ms=T0_MS + i * 900, client_ip="192.0.2.55", query={"q": term})
+        for i, term in enumerate(("O'Brien", "union station", "select * from book", "1=1 tutorial"))
+    ]
+    decisions = {d.subject: d for d in processor.process(events, store, wall_ms=T0_MS)}
+    assert decisions["ip:198.51.100.7"].action == "block"
+    assert decisions["ip:198.51.100.7"].detector == "injection"
+    assert "ip:192.0.2.55" not in decisions
