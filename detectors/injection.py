@@ -151,7 +151,8 @@ class InjectionDetector:
                                   max_params_per_route=max_params_per_route)  # fmt: skip
         # False freezes the learned shapes (an evaluation judging every request on the same state).
         self.learning = True
-        self._plain_names: dict[str, bool] = {}
+        # Per parameter name: plain (nothing to scan), and whether it names a redirect target.
+        self._names: dict[str, tuple[bool, bool]] = {}
         self._value_cache: dict[tuple[str, bool], tuple[Decoded, list[Hit]] | None] = {}
         self._knots = ((0.0, 0.0), (tag_at, 0.3), (challenge_at, 0.6), (block_at, 0.85),
                        (2 * block_at, 1.0))  # fmt: skip
@@ -181,19 +182,22 @@ class InjectionDetector:
     def _inspect_query(
         self, route: str, query: dict[str, str], best: _Finding | None
     ) -> _Finding | None:
-        plain_names = self._plain_names
+        names = self._names
         for name, value in query.items():
-            plain_name = plain_names.get(name)
-            if plain_name is None:
-                plain_name = _PLAIN_NAME.fullmatch(name) is not None
-                if len(plain_names) < MAX_CACHED_NAMES:  # a scanner inventing names fills it once
-                    plain_names[name] = plain_name
+            known = names.get(name)
+            if known is None:
+                known = (
+                    _PLAIN_NAME.fullmatch(name) is not None,
+                    _REDIRECT_PARAM.search(name) is not None,
+                )
+                if len(names) < MAX_CACHED_NAMES:  # a scanner inventing names fills it once
+                    names[name] = known
+            plain_name, redirect = known
             if not plain_name:
                 best = self._judge(decode(name), "a parameter name", None, best=best)
             # Empty, a number or a word, or a secret the ingest replaced by its fingerprint.
             if not value or value.isalnum() or value.startswith("hmac:"):
                 continue
-            redirect = _REDIRECT_PARAM.search(name) is not None
             scanned = self._scan_value(value, redirect)
             if scanned is None:
                 continue
