@@ -54,6 +54,9 @@ class KeySharing:
         Networks below which nothing is said.
     ratio
         How many times its usual spread a credential must reach.
+    max_usual
+        A credential that usually spans more networks than this (a mobile app's key) is not
+        judged: its spread cannot tell a leak from a busier day.
 
     Examples
     --------
@@ -75,12 +78,15 @@ class KeySharing:
     name = "key_sharing"
     kinds = ("consumer", "key")
 
-    def __init__(self, period_s: float = 60.0, min_networks: int = 6, ratio: float = 3.0) -> None:
+    def __init__(
+        self, period_s: float = 60.0, min_networks: int = 6, ratio: float = 3.0, max_usual: int = 10
+    ) -> None:
         if ratio <= 1:
             raise ValueError("ratio must be > 1")
         self.period_s = period_s
         self.min_networks = min_networks
         self.ratio = ratio
+        self.max_usual = max_usual
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
         if ctx.kind not in self.kinds:
@@ -107,6 +113,8 @@ class KeySharing:
         spread = state.memo.get(self.name) if state.memo is not None else None
         if not isinstance(spread, _Spread) or spread.periods == 0:
             return None
+        if spread.usual > self.max_usual:
+            return None  # an app's embedded key lives on many networks: spread says nothing
         networks = _distinct(spread.current | spread.previous)
         limit = max(float(self.min_networks), self.ratio * spread.usual)
         if networks < limit:

@@ -89,7 +89,7 @@ class RateAnomaly:
         sustained_ratio: float = 8.0,
         sustained_min: float = 5.0,
         sustained_windows: int = 60,
-        sustained_strong: float = 8.0,
+        sustained_strong: float = 10.0,
     ) -> None:
         self.warmup_windows = warmup_windows
         self.sigmas = sigmas

@@ -94,7 +94,7 @@ class ObjectWalk:
         self,
         tau_s: float = 15.0,
         min_requests: float = 12.0,
-        scrape_rate: float = 90.0,
+        scrape_rate: float = 120.0,
         baseline_ratio: float = 4.0,
         deny_ratio: float = 0.3,
         shared_agents: int = 4,
