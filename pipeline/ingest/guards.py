@@ -173,10 +173,14 @@ class Deduplicator:
         dicts)."""
         fresh: list[T] = []
         batch_ids: set[str] = set()
+        seen, now, window = self._seen, self.clock(), self.window_s  # `is_new`, inlined
         for event in events:
             rid = request_id(event)
             if rid is not None:
-                if rid in batch_ids or not self.is_new(rid):
+                if rid in batch_ids:
+                    continue
+                seen_at = seen.get(rid)
+                if seen_at is not None and now - seen_at <= window:
                     continue
                 batch_ids.add(rid)
             fresh.append(event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from pipeline.ingest.guards import Deduplicator, SenderAuth, SourceRateLimiter
 from pipeline.ingest.kong import KongParser
 from pipeline.ingest.redaction import Redactor
 from pipeline.kafka import KafkaUnavailable
+from tests.unit.conftest import make_event
 
 KONG_38 = Path(__file__).parent.parent / "fixtures" / "kong" / "kong-3.8-docs-200.json"
 
@@ -92,6 +94,19 @@ def test_deduplicator_window_expires() -> None:
     assert dedupe.is_new("r1")
     dedupe.remember(["r2"])  # also prunes r1
     assert len(dedupe._seen) == 1
+
+
+def test_deduplicator_filter_drops_retries_and_repeats_within_a_batch() -> None:
+    clock = Clock()
+    dedupe = Deduplicator(window_s=10, max_ids=100, clock=clock)
+    dedupe.remember(["old"])
+    records = [{"request_id": r} for r in ("old", "a", "a", None, "b", None)]
+    fresh, dropped = dedupe.filter(records, operator.itemgetter("request_id"))
+    assert [r["request_id"] for r in fresh] == ["a", None, "b", None] and dropped == 2
+    clock.now += 11  # "old" is forgotten once the window has passed
+    assert dedupe.filter(records[:1], operator.itemgetter("request_id")) == (records[:1], 0)
+    # GatewayEvents by default.
+    assert dedupe.filter([make_event(request_id="a"), make_event(request_id="a")])[1] == 1
 
 
 @pytest.fixture
