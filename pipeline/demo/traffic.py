@@ -170,13 +170,19 @@ class TrafficModel:
         elif template == "/v1/products":
             query = {"limit": "20"}
         status = self._status(actor, template)
+        # Behind a carrier NAT every request may be another phone: many app builds and OSes.
+        agent = (
+            f"MyShop/5.{r.randint(0, 9)} (iPhone; iOS 17.{r.randint(0, 6)})"
+            if actor.kind == "nat"
+            else actor.user_agent
+        )
         headers = {
             "host": "api.shop.example",
-            "user-agent": actor.user_agent,
+            "user-agent": agent,
             "accept": "application/json",
             "x-forwarded-for": actor.ips[0],
         }
-        if actor.user_agent in BROWSER_UAS:
+        if agent in BROWSER_UAS:
             headers |= {"accept-language": "en-US,en;q=0.9", "referer": "https://shop.example/"}
         if actor.api_key:
             headers["apikey"] = actor.api_key

@@ -6,7 +6,8 @@
   attacks the attempts the attacker made until then are counted too.
 - A *false positive* is a `challenge` or `block` on a benign subject, or on a range holding no
   attacker address. Subjects that only ever appear in the same requests as an attacker (the key
-  behind a shared credential, a flooding consumer's own address) are the attack's, not benign.
+  behind a shared credential) are the attack's; one also seen in benign requests (an app key
+  real users share, which an attacker lifted) stays benign.
 - Benign exposure is counted in subject-hours: for each benign subject, the time from its first
   request to the end of the run (it could be wrongly blocked at any moment of it).
 """
@@ -78,6 +79,7 @@ class Scorer:
         self.is_auth_route = is_auth_route
         self.first_seen: dict[str, int] = {}
         self.associated: set[str] = set()
+        self.benign_seen: set[str] = set()
 
     def observe(self, event: GatewayEvent) -> None:
         subjects = event.subjects()
@@ -88,10 +90,9 @@ class Scorer:
             found = self._by_subject.get(subject)
             if found is not None:
                 attacker = found
-        if attacker is None:
-            return
-        active = [e for e in attacker if e.start_ms <= event.ts_ms <= e.end_ms]
+        active = [e for e in attacker if e.start_ms <= event.ts_ms <= e.end_ms] if attacker else []
         if not active:
+            self.benign_seen.update(subjects)
             return
         # Everything this attacker's requests carry belongs to the attack.
         self.associated.update(s for s in subjects if s not in self._by_subject)
@@ -100,6 +101,9 @@ class Scorer:
                 episode.attempts.append(event.ts_ms)
 
     def report(self, decisions: Iterable[Decision]) -> dict[str, Any]:
+        # A subject also seen in benign requests (an app key shared by thousands of real users
+        # that an attacker lifted) is benign: blocking it is a false positive.
+        self.associated -= self.benign_seen
         false_positives: dict[str, Decision] = {}
         tagged: set[str] = set()
         for d in sorted(decisions, key=lambda d: d.updated_at):

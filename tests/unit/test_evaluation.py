@@ -125,3 +125,13 @@ def test_replay_of_kong_lines_blocks_stuffing_on_the_event_clock() -> None:
 def test_replay_refuses_a_wall_clock_processor() -> None:
     with pytest.raises(ValueError, match="event clock"):
         replay([], build_processor(Settings()))
+
+
+def test_a_subject_shared_with_benign_traffic_stays_benign() -> None:
+    """Stuffing through the phone app's key: blocking the app's consumer hits every real user."""
+    scorer = Scorer(labels(episode("e1", "credential_stuffing", [f"ip:{STUFFER}"], 100, 200)),
+                    AuthRoutes())
+    scorer.observe(make_event(ts_ms=T0_MS + 50_000, consumer="myshop-ios", client_ip="100.64.0.9"))
+    scorer.observe(login(STUFFER, 150, consumer="myshop-ios"))
+    report = scorer.report([decision("consumer:myshop-ios", "block", 160)])
+    assert report["benign"]["false_positive_subjects"] == 1
