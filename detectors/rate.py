@@ -133,7 +133,9 @@ class RateAnomaly:
         """A quiet client turned busy: too slow per second for the window limits, but held for
         tens of seconds at many times its own average (a consumer at 0.5/s going to 12/s)."""
         baseline = state.baseline
-        if baseline is None or baseline.windows < self.sustained_windows:
+        if baseline is None or baseline.windows < self.sustained_windows or ctx.kind == "ip":
+            # An address's average says little (NATs, reassigned addresses, partners syncing a
+            # public catalogue): held rates are judged for the credentials behind the traffic.
             return None
         rate = state.sustained_rate(ctx.now)
         usual = baseline.rate_slow.get() if baseline.windows >= self.slow_windows else (
