@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import operator
 from pathlib import Path
@@ -143,3 +144,48 @@ async def test_a_batch_refused_with_503_is_not_remembered(client_and_producer) -
     resp = await client.post("/kong", data=body, headers=headers)
     assert (await resp.json())["duplicates"] == 2
     assert [r["request_id"] for r in producer.accepted] == ["2f6946328ffc4946b8c9120704a4a155"]
+
+
+class GatedProducer:
+    """Holds every submit until `gate` is set, as a broker slow to acknowledge would."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self.accepted: list[EventRecord] = []
+
+    async def submit_records(self, records: list[EventRecord]) -> None:
+        self.waiting.set()
+        await self.gate.wait()
+        self.accepted.extend(records)
+
+
+async def test_a_collector_at_capacity_sheds_at_once_and_recovers() -> None:
+    producer = GatedProducer()
+    metrics = CollectorMetrics(CollectorRegistry())
+    app = create_collector_app(
+        parser=KongParser(Redactor(b"k")),
+        producer=producer,  # type: ignore[arg-type]
+        dead_letters=NoDeadLetters(),  # type: ignore[arg-type]
+        auth=SenderAuth(token="t"),
+        metrics=metrics,
+        max_body_bytes=1 << 20,
+        max_inflight_bytes=100,  # less than one body: a second one at the same time is too much
+    )
+    headers = {"Authorization": "Bearer t"}
+    body = KONG_38.read_bytes()
+    async with TestClient(TestServer(app)) as client:
+        # One body is always let in, even larger than the limit; it waits for the broker.
+        first = asyncio.create_task(client.post("/kong", data=body, headers=headers))
+        await asyncio.wait_for(producer.waiting.wait(), 5)
+
+        shed = await asyncio.wait_for(client.post("/kong", data=body, headers=headers), 5)
+        assert shed.status == 503 and shed.headers["Retry-After"] == "1"
+        assert "capacity" in (await shed.json())["error"]
+
+        producer.gate.set()
+        assert (await asyncio.wait_for(first, 5)).status == 200
+        # Capacity is back once the first body is answered.
+        assert (await client.post("/kong", data=body, headers=headers)).status == 200
+    assert len(producer.accepted) == 2
+    assert metrics.shed.labels("kong")._value.get() == 1
