@@ -686,19 +686,20 @@ def score_run(
     `pipeline.evaluation.score` counts gatewatch's decisions.
 
     A request carrying a subject of an episode, within the episode's span, is that episode's; its
-    other subjects (the key behind a shared credential, ...) are *associated* with the attack and
-    are neither attacker nor benign. Benign subjects are all others; one is a false positive when
-    a blocked request carries it. `end_ms` is the end of the run (default: the last request).
+    other subjects (a flooding consumer's key, ...) are *associated* with the attack and are
+    neither attacker nor benign, unless they also appear in other requests. Benign subjects are
+    all others; one is a false positive when a blocked request carries it. `end_ms` is the end of
+    the run (default: the last request).
 
     >>> eps = [Episode("e1", "scan", frozenset({"ip:6.6.6.6"}), 10_000, 20_000)]
-    >>> subjects = [("ip:1.1.1.1",), ("ip:6.6.6.6", "key:k"), ("ip:6.6.6.6",),
+    >>> subjects = [("ip:1.1.1.1", "key:s"), ("ip:6.6.6.6", "key:k"), ("ip:6.6.6.6", "key:s"),
     ...     ("consumer:c", "ip:2.2.2.2")]
     >>> r = score_run([0, 12_000, 15_000, 3_600_000], subjects, [False, False, True, True], eps)
     >>> r["scenarios"]["scan"]["detected"], r["scenarios"]["scan"]["median_time_to_detect_s"]
     (1, 5.0)
-    >>> b = r["benign"]
+    >>> b = r["benign"]  # key:k is the attack's; key:s, seen in benign traffic too, is benign
     >>> b["subjects"], b["false_positive_subjects"], b["subject_hours"], b["subjects_by_kind"]
-    (3, 2, 1.0, {'ip': 2, 'consumer': 1})
+    (4, 2, 2.0, {'ip': 2, 'key': 1, 'consumer': 1})
     """
     attackers = frozenset().union(*(e.subjects for e in episodes)) if episodes else frozenset()
     end = end_ms if end_ms is not None else max(times_ms, default=0)
@@ -709,6 +710,7 @@ def score_run(
     ep_flagged: Counter[str] = Counter()
     first_seen: dict[str, int] = {}
     associated: set[str] = set()
+    benign_seen: set[str] = set()
     blocked_subjects: set[str] = set()
     benign_requests = benign_flagged = 0
     for t, subs, hit, owners in zip(times_ms, subjects, flagged, owners_of, strict=True):
@@ -723,6 +725,7 @@ def score_run(
                     ep_flagged[eid] += 1
                     first_flag[eid] = min(t, first_flag.get(eid, t))
             continue
+        benign_seen.update(subs)
         if hit:
             blocked_subjects.update(subs)
         if owners == (BENIGN,):
@@ -747,6 +750,9 @@ def score_run(
         row["median_time_to_detect_s"] = round(statistics.median(ttd), 2) if ttd else None
         row["p90_time_to_detect_s"] = nearest_rank(ttd, 0.9)
 
+    # A subject also seen outside the attack (an app key shared by real users that an attacker
+    # lifted) is benign.
+    associated -= benign_seen
     benign = [s for s in first_seen if s not in attackers and s not in associated]
     fps = [s for s in benign if s in blocked_subjects]
     hours = sum(max(0, end - first_seen[s]) for s in benign) / 3_600_000
