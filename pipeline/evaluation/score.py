@@ -150,6 +150,7 @@ class Scorer:
                 "recall": round(len(found) / len(episodes), 3),
                 "median_time_to_detect_s": round(statistics.median(delays), 2) if delays else None,
                 "p90_time_to_detect_s": _quantile(delays, 0.9),
+                "delays_s": [round(d, 2) for d in delays],
             }
             if scenario in CREDENTIAL_SCENARIOS:
                 attempts = [
