@@ -893,7 +893,7 @@ def run_crs_corpus(gateway: ModSecurityNginx, connections: int) -> dict[str, Any
 
 def gatewatch_figures(traffic_dir: Path) -> dict[str, Any] | None:
     """gatewatch's evaluation of the same run: `pipeline.evaluation.score.evaluate_run` when the
-    tree has it, else the steps of `gatewatch replay --labels` (parse, replay through the
+    tree has it, else the steps of `gatewatch replay --labels --spec` (parse, replay through the
     workers' processor on the event clock, score); None when neither is available."""
     traffic, labels = traffic_dir / "traffic.ndjson", traffic_dir / "labels.json"
     try:
@@ -904,6 +904,7 @@ def gatewatch_figures(traffic_dir: Path) -> dict[str, Any] | None:
         result: dict[str, Any] = evaluate_run(traffic, labels)
         return result
     try:
+        from detectors.openapi import load_spec
         from pipeline.config import Settings
         from pipeline.evaluation.replay import ReplayResult, parse_lines, replay
         from pipeline.evaluation.score import Scorer
@@ -912,7 +913,10 @@ def gatewatch_figures(traffic_dir: Path) -> dict[str, Any] | None:
         log.warning("gatewatch.evaluation_missing", error=str(exc))
         return None
     settings = Settings()
-    processor = build_processor(settings, event_clock=True)
+    # The run's OpenAPI document feeds the spec-drift detector, as `gatewatch evaluate` does.
+    spec = traffic_dir / "openapi.json"
+    specs = [load_spec(spec)] if spec.is_file() else None
+    processor = build_processor(settings, event_clock=True, specs=specs)
     scorer = Scorer(orjson.loads(labels.read_bytes()), processor.auth_routes)
     replayed = ReplayResult()
     redactor = Redactor(settings.redaction_key.get_secret_value().encode())
