@@ -354,7 +354,10 @@ class BrowserMimicry:
         timing = 0.0
         cv = -1.0
         if m.gaps >= self.min_requests and m.gap_mean > 0:
-            cv = math.sqrt(max(0.0, m.gap_var)) / m.gap_mean
+            # The EW variance starts at 0 and under-reads for its first ~window samples: a few
+            # Poisson gaps would look twice as regular as they are. Correct it (as Adam does).
+            seen = 1.0 - (1.0 - self._alpha) ** (m.gaps - 1)
+            cv = math.sqrt(max(0.0, m.gap_var) / seen) / m.gap_mean
             timing = min(1.0, max(0.0, (self.human_cv - cv) / (self.human_cv - self.regular_cv)))
         headers = 0.0
         browser = m.claims >= self.min_requests and 2 * m.claims >= m.seen
