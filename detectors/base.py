@@ -13,8 +13,9 @@ Three shapes, one protocol each, all optional except `score`:
   for subjects that need it, and must stay small (a subject's whole state is about 1 KB).
 - `score(state, ctx)`: the subject's risk now, as a `Signal` with a reason a person can read.
 
-Address ranges (`ip:a.b.c.0/24`, kept for login traffic) are judged only by detectors that set
-`judges_ranges = True`: a range is many clients, and one client's behaviour must not condemn it.
+Address ranges (`ip:a.b.c.0/24`) are judged only by detectors that set `judges_ranges = True`:
+a range is many clients, and one client's behaviour must not condemn it. Such a detector also says,
+with `wants_range(event)`, which requests its ranges are made of (logins, anonymous object reads).
 """
 
 from __future__ import annotations

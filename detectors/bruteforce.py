@@ -162,6 +162,9 @@ class DistributedStuffing:
         self.max_traits = max_traits
         self._traits: OrderedDict[tuple[str, str, str], _Trait] = OrderedDict()
 
+    def wants_range(self, event: GatewayEvent) -> bool:
+        return event.method != "GET" and self.auth_routes(event.route)
+
     def inspect(self, event: GatewayEvent) -> Signal | None:
         if event.method == "GET" or not self.auth_routes(event.route):
             return None

@@ -89,12 +89,13 @@ class ObjectWalk:
     """
 
     name = "object_walk"
+    judges_ranges = True
 
     def __init__(
         self,
         tau_s: float = 15.0,
         min_requests: float = 12.0,
-        scrape_rate: float = 120.0,
+        scrape_rate: float = 150.0,
         baseline_ratio: float = 4.0,
         deny_ratio: float = 0.3,
         shared_agents: int = 4,
@@ -121,8 +122,12 @@ class ObjectWalk:
                 self._routes[route] = known
         return known
 
+    def wants_range(self, event: GatewayEvent) -> bool:
+        """Anonymous object reads are also counted per /24: a scraper spreads over its subnet."""
+        return event.consumer is None and self._walks(event.route)
+
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
-        if "/" in ctx.subject or not self._walks(event.route):
+        if not self._walks(event.route):
             return
         if ctx.kind == "ip" and event.consumer is not None:
             return  # an authenticated walk is judged on its consumer, against that one's habits

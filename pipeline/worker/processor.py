@@ -135,9 +135,10 @@ class Processor:
 
     def subjects_of(self, event: GatewayEvent, auth: bool) -> list[str]:
         subjects = event.subjects()
-        if auth:
-            # Login traffic is also judged per address range: a distributed campaign spends one or
-            # two attempts per address, but dozens per range it rents.
+        # Some traffic is also judged per address range: a distributed login campaign spends one
+        # or two attempts per address but dozens per range it rents; a scraper splits its walk
+        # over the hosts of one subnet. The detectors that judge ranges say which.
+        if auth or any(d.wants_range(event) for d in self._range_detectors):
             ranged = range_subject(event.client_ip)
             if ranged is not None:
                 subjects.append(ranged)
