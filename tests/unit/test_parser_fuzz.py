@@ -3,6 +3,7 @@ exception, and every reject says why; its fast path (`parse_records`) gives the 
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import orjson
@@ -121,7 +122,9 @@ def mutate(entry: dict[str, Any], path: tuple[str, ...], value: Any, *, drop: bo
     if drop:
         parent.pop(path[-1], None)
     else:
-        parent[path[-1]] = value
+        # A copy: sampled values ({} and [] in KONGISH) are shared between examples, and a later
+        # mutation inside one would make it contain itself.
+        parent[path[-1]] = copy.deepcopy(value)
 
 
 @st.composite
