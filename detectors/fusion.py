@@ -29,7 +29,7 @@ class Fusion:
     >>> f.fuse([]).action
     'allow'
     >>> f.fuse([Signal("rate", "flood", 0.45, "a"), Signal("anomaly", "behaviour_anomaly", 0.5, "b")])
-    Verdict(score=0.519, action='tag', reasons=['anomaly: b', 'rate: a'], detector='anomaly')
+    Verdict(score=0.478, action='tag', reasons=['anomaly: b', 'rate: a'], detector='anomaly')
     """
 
     def __init__(
@@ -39,7 +39,7 @@ class Fusion:
         block: float = 0.85,
         max_reasons: int = 3,
         supporting: tuple[str, ...] = ("anomaly",),
-        support_weight: float = 0.25,
+        support_weight: float = 0.1,
     ) -> None:
         if not 0 < tag < challenge < block <= 1:
             raise ValueError("need 0 < tag < challenge < block <= 1")

@@ -79,7 +79,7 @@ class KeySharing:
     kinds = ("consumer", "key")
 
     def __init__(
-        self, period_s: float = 60.0, min_networks: int = 6, ratio: float = 3.0, max_usual: int = 10
+        self, period_s: float = 60.0, min_networks: int = 8, ratio: float = 4.0, max_usual: int = 10
     ) -> None:
         if ratio <= 1:
             raise ValueError("ratio must be > 1")
