@@ -26,6 +26,7 @@ import math
 import zlib
 
 from detectors.base import Signal, SubjectContext
+from detectors.sketch import distinct
 from detectors.state import SubjectState
 from detectors.useragents import (
     AUTOMATION,
@@ -337,11 +338,7 @@ class BrowserMimicry:
         m.paths |= 1 << (((zlib.crc32(path.encode()) * 0x9E3779B1) & 0xFFFFFFFF) >> _PATH_SHIFT)
         m.paths_n += 1
         if m.paths_n >= self.window:
-            zeros = _PATH_BITS - m.paths.bit_count()
-            distinct = (
-                _PATH_BITS * 3.0 if zeros == 0 else -_PATH_BITS * math.log(zeros / _PATH_BITS)
-            )
-            m.diversity = min(1.0, distinct / m.paths_n)
+            m.diversity = min(1.0, distinct(m.paths, _PATH_BITS) / m.paths_n)
             m.paths = m.paths_n = 0
 
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:

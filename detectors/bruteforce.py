@@ -9,6 +9,7 @@ from collections import OrderedDict
 
 from detectors.base import Signal, SubjectContext
 from detectors.routes import AuthRoutes
+from detectors.sketch import distinct
 from detectors.state import AUTH_DECAY_TAU_S, SubjectState
 from pipeline.events import GatewayEvent
 
@@ -102,9 +103,8 @@ class _Trait:
 
 
 def _distinct(sketch: int) -> int:
-    """Distinct items a 64-bit linear-counting sketch has seen (exact while small)."""
-    zeros = 64 - sketch.bit_count()
-    return 64 * 4 if zeros == 0 else round(-64 * math.log(zeros / 64))
+    """Distinct addresses in a 64-bit sketch (a full one reads as 256)."""
+    return round(distinct(sketch, 64, saturated=256))
 
 
 class DistributedStuffing:

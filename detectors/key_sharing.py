@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import zlib
 
 from detectors.base import Signal, SubjectContext
+from detectors.sketch import distinct
 from detectors.state import SubjectState
 from pipeline.events import GatewayEvent
 
@@ -22,8 +22,7 @@ def _network(ip: str) -> str:
 
 
 def _distinct(sketch: int) -> int:
-    zeros = _BITS - sketch.bit_count()
-    return _BITS * 3 if zeros == 0 else round(-_BITS * math.log(zeros / _BITS))
+    return round(distinct(sketch, _BITS))
 
 
 class _Spread:

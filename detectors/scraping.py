@@ -12,6 +12,7 @@ import math
 import zlib
 
 from detectors.base import Signal, SubjectContext
+from detectors.sketch import distinct
 from detectors.state import SubjectState
 from detectors.useragents import BULK_CRAWLER, CRAWLER, UserAgentClassifier
 from pipeline.events import GatewayEvent
@@ -36,11 +37,6 @@ class _Walk:
         self.ids = 0  # linear-counting sketch of the object ids, cleared as the window fades
         self.agents = 0  # 16-bit sketch of user agents: a shared address shows many
         self.last_id = -1
-
-
-def _distinct(sketch: int, bits: int) -> float:
-    zeros = bits - sketch.bit_count()
-    return bits * 3.0 if zeros == 0 else -bits * math.log(zeros / bits)
 
 
 def _object_id(path: str) -> tuple[str, int] | None:
@@ -163,11 +159,11 @@ class ObjectWalk:
         n = walk.n * decay
         if n < self.min_requests:
             return None
-        distinct = min(n, _distinct(walk.ids, _SKETCH_BITS))
+        objects = min(n, distinct(walk.ids, _SKETCH_BITS))
         denied = walk.denied * decay / n
         sequential = walk.sequential * decay / n
-        shared = _distinct(walk.agents, 16) >= self.shared_agents
-        if denied >= self.deny_ratio and distinct >= 0.5 * n and not shared:
+        shared = distinct(walk.agents, 16) >= self.shared_agents
+        if denied >= self.deny_ratio and objects >= 0.5 * n and not shared:
             strength = min(1.0, (n - self.min_requests) / (2 * self.min_requests))
             score = round(min(1.0, (0.45 + 0.55 * strength) * (denied / self.deny_ratio) ** 0.5
                               + 0.2 * sequential), 3)
@@ -184,11 +180,11 @@ class ObjectWalk:
             limit = max(limit, self.baseline_ratio * baseline.rate_mean.get() * self.tau_s)
         if shared:
             limit *= 3
-        if distinct <= limit * 0.5:
+        if objects <= limit * 0.5:
             return None
-        score = round(min(1.0, 0.3 + 0.7 * (distinct - 0.5 * limit) / (0.5 * limit)), 3)
+        score = round(min(1.0, 0.3 + 0.7 * (objects - 0.5 * limit) / (0.5 * limit)), 3)
         reason = (
-            f"{distinct:.0f} distinct objects in ~{self.tau_s:.0f} s "
+            f"{objects:.0f} distinct objects in ~{self.tau_s:.0f} s "
             f"(limit {limit:.0f} for this client), {sequential:.0%} in id order"
         )
         return Signal(self.name, "scraping", score, reason)

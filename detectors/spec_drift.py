@@ -23,6 +23,7 @@ from typing import Any
 
 from detectors.base import Signal, SubjectContext
 from detectors.fusion import Fusion
+from detectors.sketch import distinct
 from detectors.spec_findings import Finding, FindingLog
 from detectors.spec_index import Operation, SpecIndex
 from detectors.state import SubjectState
@@ -70,10 +71,7 @@ class _Discovery:
         if now >= self.gen + 2 * window_s:
             return 0.0
         bits = self.cur if now >= self.gen + window_s else self.cur | self.prev
-        zeros = _SKETCH_BITS - bits.bit_count()
-        if zeros == 0:
-            return _SKETCH_BITS * 3.0
-        return -_SKETCH_BITS * math.log(zeros / _SKETCH_BITS)
+        return distinct(bits, _SKETCH_BITS)
 
 
 class SpecDrift:
