@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,15 +28,15 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchlib import benign_events, cpu_us  # noqa: E402
+
 from detectors.base import SubjectContext  # noqa: E402
 from detectors.spec_drift import SpecDrift  # noqa: E402
 from detectors.spec_index import SpecIndex  # noqa: E402
 from detectors.state import SubjectState  # noqa: E402
-from pipeline.demo.traffic import BROWSER_MIX, CONSUMER_MIX, TrafficModel  # noqa: E402
+from pipeline.demo.traffic import BROWSER_MIX, CONSUMER_MIX  # noqa: E402
 from pipeline.events import GatewayEvent  # noqa: E402
-from pipeline.ingest.kong import KongParser  # noqa: E402
 from pipeline.ingest.normalize import route_template  # noqa: E402
-from pipeline.ingest.redaction import Redactor  # noqa: E402
 
 QUERY = {"/v1/search": ["q", "page"], "/v1/products": ["limit"]}
 
@@ -67,28 +66,6 @@ def big_spec(n: int, seed: int) -> dict[str, Any]:
             parts.append(rng.choice(words) if depth % 2 == 0 else f"{{p{depth}}}")
         paths["/" + "/".join(parts)] = {"get": {}, "post": {}}
     return {"openapi": "3.1.0", "info": {"title": "big", "version": "1"}, "paths": paths}
-
-
-def benign_events(n: int, seed: int) -> list[GatewayEvent]:
-    model = TrafficModel(seed=seed, consumers=600, browsers=1000, nats=6)
-    parser = KongParser(Redactor(b"bench-spec-drift"))
-    events: list[GatewayEvent] = []
-    now_ms = 1_700_000_000_000
-    while len(events) < n:
-        now_ms += 100
-        for entry in model.tick(now_ms, 0.1):
-            events.extend(parser.parse_body(orjson.dumps(entry)).events)
-    return events[:n]
-
-
-def cpu_us(fn: Callable[[], int], repeat: int) -> float:
-    """Best CPU time per item over `repeat` runs of `fn` (which returns how many items it did)."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.process_time()
-        items = fn()
-        best = min(best, (time.process_time() - start) / items * 1e6)
-    return best
 
 
 def flood(template_event: GatewayEvent, n: int, prefix: str) -> list[GatewayEvent]:
