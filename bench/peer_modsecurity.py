@@ -831,42 +831,11 @@ def blocked_rules(
 def crs_corpus_figures(
     cases: Sequence[Any], flagged: dict[tuple[int, int], bool]
 ) -> dict[str, Any]:
-    """Blocked share of the observable attack cases per CRS family, and of the negative ones."""
-    from pipeline.evaluation.crs import CORE
+    """Blocked share of the observable attack cases per CRS family, and of the negative ones,
+    counted exactly as gatewatch's own corpus report counts its findings."""
+    from pipeline.evaluation.crs import corpus_figures
 
-    categories: dict[str, dict[str, Any]] = {}
-    negatives = negatives_flagged = core = core_hit = not_observable = 0
-    for case in cases:
-        if not case.observable:
-            not_observable += 1
-            continue
-        hit = flagged.get((case.rule_id, case.test_id))
-        if hit is None:
-            continue
-        if case.polarity == "negative":
-            negatives += 1
-            negatives_flagged += hit
-            continue
-        row = categories.setdefault(
-            f"{case.family} {case.category}", {"attacks": 0, "detected": 0, "recall": 0.0}
-        )
-        row["attacks"] += 1
-        row["detected"] += hit
-        if case.family in CORE:
-            core += 1
-            core_hit += hit
-    for row in categories.values():
-        row["recall"] = round(row["detected"] / row["attacks"], 4)
-    return {
-        "categories": dict(sorted(categories.items())),
-        "core_attacks": core,
-        "core_detected": core_hit,
-        "combined_recall": round(core_hit / core, 4) if core else 0.0,
-        "negatives": negatives,
-        "negatives_flagged": negatives_flagged,
-        "negative_rate": round(negatives_flagged / negatives, 4) if negatives else 0.0,
-        "not_observable": not_observable,
-    }
+    return corpus_figures(list(cases), flagged)
 
 
 def run_crs_corpus(gateway: ModSecurityNginx, connections: int) -> dict[str, Any]:

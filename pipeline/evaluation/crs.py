@@ -41,6 +41,7 @@ __all__ = [
     "CORE",
     "PINNED",
     "CrsCase",
+    "corpus_figures",
     "crs_report",
     "extract_cases",
     "held_out",
@@ -292,7 +293,7 @@ def crs_report(
             redacted += 1
         findings[key] = inspect(event)
     flagged = {key: finding is not None for key, finding in findings.items()}
-    report = _figures(all_cases, flagged)
+    report = corpus_figures(all_cases, flagged)
     report["flagged_negatives"] = [
         {
             "rule_id": case.rule_id,
@@ -306,13 +307,17 @@ def crs_report(
     report["payload_redacted"] = redacted
     report["rejected_by_parser"] = rejected
     report["halves"] = {
-        "dev": _figures([c for c in all_cases if not held_out(c)], flagged),
-        "held_out": _figures([c for c in all_cases if held_out(c)], flagged),
+        "dev": corpus_figures([c for c in all_cases if not held_out(c)], flagged),
+        "held_out": corpus_figures([c for c in all_cases if held_out(c)], flagged),
     }
     return report
 
 
-def _figures(cases: list[CrsCase], flagged: dict[tuple[int, int], bool]) -> dict[str, Any]:
+def corpus_figures(
+    cases: list[CrsCase], flagged: dict[tuple[int, int], bool]
+) -> dict[str, Any]:
+    """Recall per category and over SQLi/XSS/LFI/RCE, and the negatives flagged, for any
+    detector's verdicts (`flagged` by (rule id, test id)): ModSecurity's bench counts the same way."""
     categories: dict[str, dict[str, Any]] = {}
     negatives = negatives_flagged = not_observable = 0
     core_attacks = core_detected = 0
