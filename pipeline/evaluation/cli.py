@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -103,13 +104,14 @@ def run_evaluation(
     redactor = Redactor(settings.redaction_key.get_secret_value().encode())
     lines = (orjson.dumps(entry) for entry in sim.kong_entries())
     started = time.perf_counter()
-    if console is not None:
-        with console.status(f"simulating and replaying {minutes:g} min (seed {seed})"):
-            replay(parse_lines(lines, "kong", redactor, result), processor,
-                   observe=scorer.observe, result=result)
-    else:
-        replay(parse_lines(lines, "kong", redactor, result), processor,
-               observe=scorer.observe, result=result)
+    status = (
+        console.status(f"simulating and replaying {minutes:g} min (seed {seed})")
+        if console is not None
+        else contextlib.nullcontext()
+    )
+    with status:
+        events = parse_lines(lines, "kong", redactor, result)
+        replay(events, processor, observe=scorer.observe, result=result)
     wall = time.perf_counter() - started
     report = scorer.report(result.decisions)
     report["replay"] = result.summary() | {"wall_s": round(wall, 1)}
