@@ -153,7 +153,7 @@ class InjectionDetector:
         self.learning = True
         # Per parameter name: plain (nothing to scan), and whether it names a redirect target.
         self._names: dict[str, tuple[bool, bool]] = {}
-        self._value_cache: dict[tuple[str, bool], tuple[Decoded, list[Hit]] | None] = {}
+        self._value_cache: dict[tuple[str, bool, bool], tuple[Decoded, list[Hit]] | None] = {}
         self._knots = ((0.0, 0.0), (tag_at, 0.3), (challenge_at, 0.6), (block_at, 0.85),
                        (2 * block_at, 1.0))  # fmt: skip
 
@@ -198,21 +198,23 @@ class InjectionDetector:
             # Empty, a number or a word, or a secret the ingest replaced by its fingerprint.
             if not value or value.isalnum() or value.startswith("hmac:"):
                 continue
-            scanned = self._scan_value(value, redirect)
+            shape = self.shapes.shape(route, name)
+            scanned = self._scan_value(value, redirect, shape == "url")
             if scanned is None:
                 continue
             d, hits = scanned
-            shape = self.shapes.shape(route, name)
             hits = hits + self._markers(d, shape, value)
             if hits:
                 where = f"?{name[:EXCERPT_CHARS]}"
                 best = self._score_hits(hits, d, where, shape, value, False, best)
         return best
 
-    def _scan_value(self, value: str, redirect: bool) -> tuple[Decoded, list[Hit]] | None:
+    def _scan_value(
+        self, value: str, redirect: bool, url_param: bool
+    ) -> tuple[Decoded, list[Hit]] | None:
         """The decoded value and the rules it matches; None for a value with nothing to scan.
         Values repeat (page sizes, sort keys, popular searches): answers are cached (bounded)."""
-        key = (value, redirect)
+        key = (value, redirect, url_param)
         cache = self._value_cache
         if key in cache:
             return cache[key]
@@ -222,7 +224,7 @@ class InjectionDetector:
             answer = (decode(value), [hit]) if hit is not None else None
         else:
             d = decode(value)
-            answer = (d, self.rules.scan(d, redirect=redirect))
+            answer = (d, self.rules.scan(d, redirect=redirect, url_param=url_param))
         if len(value) <= MAX_CACHED_CHARS:
             if len(cache) >= MAX_CACHED_VALUES:
                 cache.clear()

@@ -26,8 +26,12 @@ DATA_DIR = Path(__file__).resolve().parent / "data" / "crs"
 _SHELL_WORD = re.compile(
     r"(?P<sep>^|[;`]|&&|\|\||[|&(\n]|\$\(|\{)\s*(?:\$\w+\s+)?(?P<word>[a-z0-9_./+~-]{1,40})(?=[\s;|&<>)`'\"$]|$)(?P<rest>[^;\n|&`]{0,120})"
 )
+# What the shell itself reads in a command's arguments (redirection, expansion, globbing), and what
+# only looks like a command line (options, paths, URLs, addresses), which prose and searches have.
+_SHELL_SYNTAX = re.compile(r"(?<![-=<>])[<>]|\$\w|\$\{|\*")
 _SHELL_ARGS = re.compile(
-    r"(?:^|\s)-{1,2}[a-z]|(?:^|\s)/[a-z.]|(?<![-=<>])[<>]|\$\w|\$\{|://|\b\d{1,3}(?:\.\d{1,3}){3}\b|\*|\\\\|\b[a-z]:[\\\\/]"
+    _SHELL_SYNTAX.pattern
+    + r"|(?:^|\s)-{1,2}[a-z]|(?:^|\s)/[a-z.]|://|\b\d{1,3}(?:\.\d{1,3}){3}\b|\\\\|\b[a-z]:[\\\\/]"
 )
 # Words that are shell commands AND ordinary English (or common abbreviations): after a separator
 # they need shell-looking arguments to count, at the start of a value they never count alone.
@@ -107,10 +111,14 @@ class RuleSet:
         self.os_files = _OsFiles(_data_lines(data_dir / "lfi-os-files.data"))
         self.metadata_hosts = metadata_hosts(_data_lines(data_dir / "ssrf.data"))
 
-    def scan(self, d: Decoded, *, in_path: bool = False, redirect: bool = False) -> list[Hit]:
+    def scan(
+        self, d: Decoded, *, in_path: bool = False, redirect: bool = False, url_param: bool = False
+    ) -> list[Hit]:
         """Every rule that matches the decoded value (a query value or name, or the URL path).
         `redirect`: the value is where a browser is sent next (`redirect_uri`, `next`...), where a
-        loopback or private address is normal (RFC 8252 loopback redirects for native apps)."""
+        loopback or private address is normal (RFC 8252 loopback redirects for native apps).
+        `url_param`: the value is of a parameter known to hold URLs, where an address without a
+        scheme may still be fetched (the path always may be)."""
         text = d.text
         hits: list[Hit] = []
         present = self.literal_set.find(text)
@@ -127,7 +135,9 @@ class RuleSet:
                 hits.append(Hit(rule.kind, rule.label, rule.strength, m.start()))
         self._commands(d, hits)
         self._traversal(d, hits, in_path=in_path)
-        ssrf_hits(text, self.metadata_hosts, hits, redirect=redirect)
+        ssrf_hits(
+            text, self.metadata_hosts, hits, redirect=redirect, bare=in_path or url_param
+        )
         return hits
 
     # -- shell commands -----------------------------------------------------------------------
@@ -148,7 +158,7 @@ class RuleSet:
         shell = d.shell
         best: Hit | None = None
         for m in _SHELL_WORD.finditer(shell):
-            hit = self._command_at(m, shell)
+            hit = self._command_at(m, shell, d.text)
             if hit is not None and (best is None or hit.strength > best.strength):
                 best = hit
         if best is None and "{" in shell:
@@ -164,7 +174,7 @@ class RuleSet:
         if best is not None:
             out.append(best)
 
-    def _command_at(self, m: re.Match[str], shell: str) -> Hit | None:
+    def _command_at(self, m: re.Match[str], shell: str, text: str) -> Hit | None:
         """How sure a command word after a separator (or at the start) makes us."""
         sep, word, rest = m.group("sep"), m.group("word"), m.group("rest")
         prefixed = word in _PREFIXES and bool(rest.strip())
@@ -181,10 +191,18 @@ class RuleSet:
         label = "command after a separator"
         if sep == "":  # the value starts with the command
             ends = m.end() < len(shell) and shell[m.end()] in ";|&"
-            if shellish:
-                strength, label = (0.4 if ambiguous else 0.5), "command with shell arguments"
-            elif ambiguous:
-                return None
+            if ambiguous:
+                # "ping 127.0.0.1", "find . -name x": nothing but a program run on the whole value
+                # would execute it; only syntax that the shell reads makes it a command line.
+                # Characters a shell drops in or right after the word (ping``, p'i'ng, ping$())
+                # are shell syntax themselves; an apostrophe later on ("aren't") is not.
+                end = m.end("word") + 1
+                evasive = text[:end] != shell[:end]
+                if not evasive and _SHELL_SYNTAX.search(rest) is None:
+                    return None
+                strength, label = 0.4, "command with shell syntax"
+            elif shellish:
+                strength, label = 0.5, "command with shell arguments"
             elif rest.strip() or prefixed or ends:
                 strength, label = 0.4, "command with arguments"
             else:

@@ -89,9 +89,14 @@ def _host_risk(host: str, metadata_hosts: frozenset[str]) -> tuple[float, str] |
         except ValueError:
             return None
         mapped = ip6.ipv4_mapped
+        how = "IPv4-mapped"
+        if mapped is None and int(ip6) >> 32 == 0 and int(ip6) > 1:
+            # The deprecated IPv4-compatible form [::169.254.169.254]: still an IPv4 address to
+            # the stacks that accept it, and nobody writes one but to dodge a filter.
+            mapped, how = ipaddress.IPv4Address(int(ip6)), "IPv4-compatible"
         if mapped is not None:
             risk = _ip_risk(mapped)
-            return (min(1.0, risk[0] + 0.1), f"{risk[1]} (IPv4-mapped)") if risk else None
+            return (min(1.0, risk[0] + 0.1), f"{risk[1]} ({how})") if risk else None
         return _ip_risk(ip6)
     if host == "localhost" or host.endswith((".localhost", ".localdomain")):
         return 0.35, "localhost"
@@ -138,8 +143,12 @@ def _ip_risk(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[float, 
     return None
 
 
-def ssrf_hits(text: str, metadata_hosts: frozenset[str], out: list[Hit], *, redirect: bool) -> None:
-    """Append to `out` the riskiest URL target in `text` (or a bare metadata address)."""
+def ssrf_hits(
+    text: str, metadata_hosts: frozenset[str], out: list[Hit], *, redirect: bool, bare: bool = True
+) -> None:
+    """Append to `out` the riskiest URL target in `text`, or with `bare` a metadata address
+    written without a scheme (`169.254.169.254/latest/user-data`): that is only a request target
+    where the value is taken as a URL or a path, not in any parameter."""
     if ":" in text:
         for m in _URL.finditer(text):
             scheme = m.group("scheme")
@@ -163,6 +172,6 @@ def ssrf_hits(text: str, metadata_hosts: frozenset[str], out: list[Hit], *, redi
             if risk is not None and not (redirect and risk[0] <= _LOCAL):
                 out.append(Hit("ssrf", f"URL to {risk[1]}", risk[0], m.start()))
                 return
-    m = _BARE_METADATA.search(text)
+    m = _BARE_METADATA.search(text) if bare else None
     if m is not None:
         out.append(Hit("ssrf", "cloud metadata address", 0.8, m.start()))

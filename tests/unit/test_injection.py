@@ -78,6 +78,7 @@ ATTACKS = [
     ("ssrf", {"url": "http://metadata.google.internal/computeMetadata/v1/"}),
     ("ssrf", {"url": "http://2852039166/latest/"}),  # 169.254.169.254 as one number
     ("ssrf", {"url": "http://[::ffff:a9fe:a9fe]/latest/"}),
+    ("ssrf", {"url": "http://[0:0:0:0:0:0:169.254.169.254]/"}),  # IPv4-compatible IPv6
     ("ssrf", {"url": "gopher://127.0.0.1:6379/_FLUSHALL"}),
     ("ssrf", {"webhook": "http://127.0.0.1:8080/admin"}),
 ]
@@ -186,6 +187,40 @@ BENIGN = [
 @pytest.mark.parametrize(("name", "value"), BENIGN)
 def test_benign_look_alikes_are_not_flagged_even_on_a_cold_start(name: str, value: str) -> None:
     assert InjectionDetector().inspect(request({name: value})) is None
+
+
+# --- a payload must be executable in the syntax it claims ----------------------------------------
+@pytest.mark.parametrize(
+    ("value", "flagged"),
+    [
+        ("ping 127.0.0.1", False),  # a program's name and arguments, nothing a shell reads
+        ("find . 1 -exec curl google.com \\;", False),
+        ("ping 127.0.0.1 > /tmp/out", True),  # redirection
+        ("ping`` 127.0.0.1", True),  # quotes only a shell drops, to slip past a filter
+        ("ping$() 127.0.0.1", True),
+        ("p'i'ng 127.0.0.1", True),
+        ("as you near your last year, jokes aren't enough", False),  # an apostrophe in prose
+        ("find / -name *.conf", True),  # a glob
+        ("ls -l /etc", True),  # not an English word: options are enough
+    ],
+)
+def test_an_english_command_word_at_the_start_needs_shell_syntax(value: str, flagged: bool) -> None:
+    finding = InjectionDetector().inspect(request({"x": value}))
+    assert (finding is not None) == flagged
+    if flagged:
+        assert finding is not None and finding.kind == "rce"
+
+
+def test_a_metadata_address_without_a_scheme_counts_only_where_urls_are_taken() -> None:
+    detector = InjectionDetector(learn_after=20)
+    bare = "169.254.169.254/latest/user-data"
+    assert detector.inspect(request({"q": bare}, path="/v1/fetch")) is None  # not a URL
+    assert detector.inspect(request({"ssrf": "[0:0:0:0:0:ffff:169.254.169.254]"})) is None
+    learn(detector, "url", [f"https://cdn.example.com/img/{i}.png" for i in range(25)], "/v1/fetch")
+    finding = detector.inspect(request({"url": bare}, path="/v1/fetch"))
+    assert finding is not None and finding.kind == "ssrf"
+    with_scheme = InjectionDetector().inspect(request({"q": "http://" + bare}))
+    assert with_scheme is not None and with_scheme.kind == "ssrf"
 
 
 # --- learned parameter shapes ---------------------------------------------------------------------
