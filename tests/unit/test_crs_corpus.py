@@ -12,34 +12,29 @@ from pipeline.evaluation.crs import (
     CrsCase,
     crs_report,
     extract_cases,
+    extract_moved_cases,
     held_out,
     kong_entry,
     kong_querystring,
     load_cases,
+    reconcile,
 )
 from pipeline.ingest.kong import KongParser
 from pipeline.ingest.redaction import Redactor
 
-# Negative tests ("this rule must not fire") whose payload is nonetheless an attack, which the
-# detector flags on purpose. CRS negatives are per rule: many carry a payload another rule (or a
-# higher paranoia level) catches. Each entry says why the flag is right; any flagged negative not
-# listed here fails the test below.
+# Negative tests ("this rule must not fire") that the detector flags, each reviewed. CRS negatives
+# are per rule: these payloads are caught by another CRS rule at paranoia level 1 (ModSecurity with
+# the Debian CRS 3.3 blocks 934110/7 with 931100 and 941140/14 with 941170), or target a cloud
+# metadata service. Any flagged negative not listed here fails the test below.
 ATTACKS_AMONG_NEGATIVES = {
-    (932230, 1): "wget/curl download-and-run chain after ';' (also a 932236 attack test)",
-    (932230, 2): "lwp-download/wget chain after ';' (the same bytes are a 932236 attack test)",
-    (932260, 1): "bash -c with a command string (also a 932236 attack test)",
-    (932260, 14): "curl to a host behind a time prefix (also a 932236 attack test)",
-    (932260, 15): "ti''me curl: the command split by quotes (also a 932236 attack test)",
-    (932260, 17): "find -exec curl: command execution through find",
-    (932260, 19): "ping of an address: the classic command-injection probe",
-    (933131, 1): "$_SERVER[...] PHP superglobal (also a 933130 attack test)",
-    (934110, 6): "cloud metadata address 169.254.169.254 (caught by CRS at paranoia level 2)",
-    (934110, 7): "http://169.254.169.254/latest: AWS metadata URL",
-    (934110, 8): "http://metadata.google.internal: GCP metadata URL",
-    (934120, 19): "169.254.169.254 written as an IPv4-mapped IPv6 address",
-    (941110, 10): "alert(1) between script tags whose '<' arrived as invalid bytes",
-    (941140, 14): "url(javascript:alert(1)): a script URL in CSS",
+    (934110, 7): "http://169.254.169.254/latest: the AWS metadata service's root",
+    (934110, 8): "http://metadata.google.internal: the GCP metadata service",
+    (941110, 10): "script … alert(1); … /script in a parameter name, its '<' sent as invalid bytes",
+    (941140, 14): "url(javascript:alert(1)): a script URL",
 }
+
+# Negative tests whose request is byte for byte an attack test of another rule (`reconcile`).
+NEGATIVES_ALSO_ATTACKS = 16
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +64,37 @@ def test_the_held_out_half_is_close_to_the_whole(report: dict) -> None:
     assert halves["held_out"]["combined_recall"] >= 0.85
 
 
-def test_negatives_flagged_are_attacks_and_nothing_else(report: dict) -> None:
+def test_negatives_flagged_are_reviewed_and_within_the_bar(report: dict) -> None:
     flagged = {(n["rule_id"], n["test_id"]) for n in report["flagged_negatives"]}
     unexplained = flagged - ATTACKS_AMONG_NEGATIVES.keys()
-    assert not unexplained, f"benign negative tests flagged: {sorted(unexplained)}"
-    assert len(unexplained) / report["negatives"] <= 0.02
-    # All flags together, attack payloads among the negatives included: 14 of 301 today.
-    assert report["negatives"] == 301
-    assert report["negative_rate"] <= 0.05
+    assert not unexplained, f"negative tests flagged: {sorted(unexplained)}"
+    assert report["negatives"] == 301 - NEGATIVES_ALSO_ATTACKS
+    assert report["negative_rate"] <= 0.02  # the bar counts every flag, reviewed or not
+
+
+def test_a_negative_that_is_another_rules_attack_is_in_neither_figure(report: dict) -> None:
+    cases = {(c.rule_id, c.test_id): c for c in load_cases()}
+    # "time curl coreruleset.org" must not fire 932260 and must fire 932236 (paranoia level 2)
+    assert cases[932260, 14].polarity == "both"
+    assert cases[932236, 41].polarity == "attack"
+    assert cases[932260, 13].polarity == "negative"  # "time warner": no attack test sends it
+    assert sum(c.polarity == "both" for c in cases.values()) == NEGATIVES_ALSO_ATTACKS
+    assert report["negatives_also_attacks"] == NEGATIVES_ALSO_ATTACKS
+    # Every flag counted, these included, stays well under the previous 14 of 301.
+    flags = len(report["flagged_negatives"]) + len(report["flagged_also_attacks"])
+    assert flags / 301 <= 0.035
+
+
+def test_reconciling_needs_the_same_request_not_only_the_same_payload() -> None:
+    uri = "/get?sessionid=abc123"
+    attack = CrsCase(943110, 31, "attack", True, uri=uri, headers={"referer": "https://evil.test/"})
+    same = CrsCase(943110, 30, "negative", True, uri=uri, headers={"referer": "https://evil.test/"})
+    other = CrsCase(943110, 32, "negative", True, uri=uri, headers={"referer": "https://app.test/"})
+    renamed = CrsCase(932260, 1, "negative", True, uri="/get?932260-1=bash%20-c%20x")
+    named = CrsCase(932236, 39, "attack", True, uri="/get?932236-1=bash+-c+x")
+    body = CrsCase(932230, 3, "negative", False)
+    out = reconcile([attack, same, other, renamed, named, body])
+    assert [c.polarity for c in out] == ["attack", "both", "negative", "both", "attack", "negative"]
 
 
 def test_body_only_tests_are_reported_not_observable(report: dict) -> None:
@@ -152,3 +170,47 @@ tests:
 def test_a_folder_without_the_index_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"tests_index\.csv"):
         extract_cases(tmp_path)
+
+
+def test_form_bodies_are_moved_into_the_query_string_and_others_are_not(tmp_path: Path) -> None:
+    rule = tmp_path / "regression-tests" / "REQUEST-932-APPLICATION-ATTACK-RCE"
+    rule.mkdir(parents=True)
+    (rule / "932999.yaml").write_text(
+        """
+rule_id: 932999
+tests:
+  - test_id: 1
+    stages:
+      - input:
+          headers: {Host: localhost, Content-Type: application/x-www-form-urlencoded}
+          method: POST
+          uri: /post
+          data: "cmd=;cat /etc/passwd #x&name=Zoë"
+        output: {log: {expect_ids: [932999]}}
+  - test_id: 2
+    stages:
+      - input:
+          headers: {Host: localhost, Content-Type: application/json}
+          method: POST
+          uri: /post
+          data: '{"cmd": ";cat /etc/passwd"}'
+        output: {log: {expect_ids: [932999]}}
+""",
+        encoding="utf-8",
+    )
+    (tmp_path / "tests_index.csv").write_text(
+        "file,category,rule_id,test_id,polarity,uri,has_body\n"
+        "REQUEST-932-APPLICATION-ATTACK-RCE/932999.yaml,REQUEST-932,932999,1,attack,/post,1\n"
+        "REQUEST-932-APPLICATION-ATTACK-RCE/932999.yaml,REQUEST-932,932999,2,attack,/post,1\n",
+        encoding="utf-8",
+    )
+    form, json_body = extract_moved_cases(tmp_path)
+    assert form.moved and form.observable and form.method == "POST"
+    assert form.uri == "/post?cmd=;cat%20/etc/passwd%20%23x&name=Zo%C3%AB"
+    assert "content-type" not in form.headers
+    assert kong_querystring(form.uri.partition("?")[2]) == {
+        "cmd": ";cat /etc/passwd #x",
+        "name": "Zoë",
+    }
+    assert json_body == CrsCase(932999, 2, "attack", False)  # not a form: stays not observable
+    assert crs_report([form, json_body])["combined_recall"] == 1.0
