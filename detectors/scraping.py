@@ -27,24 +27,41 @@ _DECLARED = (CRAWLER, BULK_CRAWLER)
 class _Walk:
     """Decayed counts of one subject's object-id requests, a sketch of the ids, the client mix."""
 
-    __slots__ = ("agents", "denied", "ids", "last_id", "n", "sequential", "ts")
+    __slots__ = (
+        "agents", "denied", "host", "ids", "last_id", "n", "sequential", "switches", "ts"
+    )
 
     def __init__(self) -> None:
         self.n = 0.0
         self.denied = 0.0
         self.sequential = 0.0
+        self.switches = 0.0  # requests from another host than the one before (ranges only)
         self.ts = 0.0
         self.ids = 0  # linear-counting sketch of the object ids, cleared as the window fades
         self.agents = 0  # 16-bit sketch of user agents: a shared address shows many
         self.last_id = -1
+        self.host = ""
 
 
-def _object_id(path: str) -> tuple[str, int] | None:
-    """The last path segment that holds an id, as text and (when numeric) a number."""
-    tail = path.rstrip("/").rsplit("/", 1)[-1]
-    if not tail:
+def _id_position(route: str) -> int | None:
+    """Where the object id sits in a template's segments, counted from the end (`-2` in
+    `/accounts/{id}/invoices`): the last id-bearing segment names the object read."""
+    segments = route.rstrip("/").split("/")
+    for back in range(1, len(segments)):
+        if segments[-back] in _ID_MARKERS:
+            return -back
+    return None
+
+
+def _object_id(path: str, position: int) -> tuple[str, int] | None:
+    """The path segment at the template's id position, as text and (when numeric) a number."""
+    segments = path.rstrip("/").split("/")
+    if len(segments) < -position:
         return None
-    return tail, int(tail) if tail.isdigit() and len(tail) < 19 else -1
+    text = segments[position]
+    if not text:
+        return None
+    return text, int(text) if text.isdigit() and len(text) < 19 else -1
 
 
 class ObjectWalk:
@@ -66,6 +83,9 @@ class ObjectWalk:
         and three times the scraping limit.
     client_factor
         How much higher the cold scraping limit of an authenticated client is than an address's.
+    spread_ratio
+        Share of a range's requests that must come from another host than the request before for
+        the range to be judged: a walk split over a subnet's hosts, which no one address shows.
     agents
         A user-agent classifier: declared crawlers are left to the crawler-pace detector.
 
@@ -96,6 +116,7 @@ class ObjectWalk:
         deny_ratio: float = 0.3,
         shared_agents: int = 4,
         client_factor: float = 5.0,
+        spread_ratio: float = 0.3,
         agents: UserAgentClassifier | None = None,
     ) -> None:
         if not 0 < deny_ratio <= 1:
@@ -107,23 +128,28 @@ class ObjectWalk:
         self.deny_ratio = deny_ratio
         self.shared_agents = shared_agents
         self.client_factor = client_factor
+        self.spread_ratio = spread_ratio
         self.agents = agents
-        self._routes: dict[str, bool] = {}
+        self._routes: dict[str, int | None] = {}
+
+    def _position(self, route: str) -> int | None:
+        if route in self._routes:
+            return self._routes[route]
+        position = _id_position(route)
+        if len(self._routes) < 100_000:
+            self._routes[route] = position
+        return position
 
     def _walks(self, route: str) -> bool:
-        known = self._routes.get(route)
-        if known is None:
-            known = any(m in route for m in _ID_MARKERS)
-            if len(self._routes) < 100_000:
-                self._routes[route] = known
-        return known
+        return self._position(route) is not None
 
     def wants_range(self, event: GatewayEvent) -> bool:
         """Anonymous object reads are also counted per /24: a scraper spreads over its subnet."""
         return event.consumer is None and self._walks(event.route)
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
-        if not self._walks(event.route):
+        position = self._position(event.route)
+        if position is None:
             return
         if ctx.kind == "ip" and event.consumer is not None:
             return  # an authenticated walk is judged on its consumer, against that one's habits
@@ -142,7 +168,10 @@ class ObjectWalk:
         walk.denied = walk.denied * decay + (event.status in (403, 404))
         if walk.n < 2.0:
             walk.ids = 0  # the last walk has faded: start a fresh sketch
-        found = _object_id(event.path)
+        if "/" in ctx.subject:
+            walk.switches = walk.switches * decay + (event.client_ip != walk.host)
+            walk.host = event.client_ip
+        found = _object_id(event.path, position)
         if found is not None:
             text, number = found
             walk.ids |= 1 << (zlib.crc32(text.encode()) % _SKETCH_BITS)
@@ -159,6 +188,8 @@ class ObjectWalk:
         n = walk.n * decay
         if n < self.min_requests:
             return None
+        if "/" in ctx.subject and walk.switches * decay / n < self.spread_ratio:
+            return None  # one host walks: its own address is judged, its neighbours are not
         objects = min(n, distinct(walk.ids, _SKETCH_BITS))
         denied = walk.denied * decay / n
         sequential = walk.sequential * decay / n

@@ -80,9 +80,16 @@ class Scorer:
         self.first_seen: dict[str, int] = {}
         self.associated: set[str] = set()
         self.benign_seen: set[str] = set()
+        # A labelled consumer's credential (`key:`), found in the traffic: the labels name the
+        # consumer, the gateway's log also names the key it authenticated with.
+        self.aliases: dict[str, list[_Episode]] = {}
 
     def observe(self, event: GatewayEvent) -> None:
         subjects = event.subjects()
+        if event.consumer and event.credential:
+            owner = self._by_subject.get(f"consumer:{event.consumer}")
+            if owner is not None:
+                self.aliases.setdefault(f"key:{event.credential}", owner)
         attacker: list[_Episode] | None = None
         for subject in subjects:
             if subject not in self.first_seen:
@@ -131,7 +138,7 @@ class Scorer:
         }
 
     def _episodes_hit(self, subject: str) -> list[_Episode]:
-        found = self._by_subject.get(subject)
+        found = self._by_subject.get(subject) or self.aliases.get(subject)
         if found is not None:
             return found
         if "/" in subject and subject in self._attack_ranges:
@@ -166,7 +173,7 @@ class Scorer:
         benign = [
             s
             for s in self.first_seen
-            if s not in self._by_subject and s not in self.associated
+            if s not in self._by_subject and s not in self.associated and s not in self.aliases
         ]
         hours = sum(max(0, self.end_ms - self.first_seen[s]) for s in benign) / 3_600_000
         fp = len(false_positives)

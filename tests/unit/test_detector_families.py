@@ -238,3 +238,38 @@ def test_a_scraper_spread_over_its_subnet_is_caught_on_the_range() -> None:
     hit = acting(run(events))
     assert hit.get("ip:203.0.113.0/24") in ("challenge", "block")
     assert not any(s.endswith((".10", ".11", ".12")) for s in hit)  # no host alone is enough
+
+
+def test_a_scraper_on_one_host_is_judged_on_its_address_not_its_neighbours() -> None:
+    hit = acting(run(walk("203.0.113.10", 0, 300, 1 / 15, 200, sequential=False)))
+    assert hit.get("ip:203.0.113.10") in ("challenge", "block")
+    assert "ip:203.0.113.0/24" not in hit
+
+
+def test_enumeration_of_a_sub_resource_reads_the_id_not_the_last_segment() -> None:
+    """`/accounts/{id}/invoices`: the walked object is the account, the last segment is a name."""
+    events = [
+        e.model_copy(update={"path": f"{e.path}/invoices", "route": "/accounts/{id}/invoices"})
+        for e in walk("203.0.113.9", 0, 80, 0.2, 403, sequential=True)
+    ]
+    decisions = run(events)
+    [d] = [d for d in decisions if d.action == "block" and "/" not in d.subject]
+    assert d.subject == "ip:203.0.113.9" and "in id order" in d.reasons[0]
+
+
+def strangers(owner_s: int, n: int, ua: str) -> list[GatewayEvent]:
+    owner = [make_event(ts_ms=T0_MS + t * 1000, client_ip=f"192.0.2.{t % 3}", consumer="c7",
+                        user_agent="partner-sync/3.1")
+             for t in range(0, owner_s, 4)]
+    return owner + [make_event(ts_ms=T0_MS + (owner_s + i) * 1000, consumer="c7",
+                               client_ip=f"{30 + i}.{(i * 37) % 250}.{i % 200}.{i}", user_agent=ua)
+                    for i in range(n)]
+
+
+def test_a_key_reached_from_new_networks_by_new_clients_is_shared_after_four() -> None:
+    hit = acting(run(strangers(900, 4, "curl/8.4.0")))
+    assert hit.get("consumer:c7") in ("challenge", "block")
+
+
+def test_the_owner_moving_to_new_networks_with_its_own_client_is_not_sharing() -> None:
+    assert acting(run(strangers(900, 5, "partner-sync/3.1"))) == {}

@@ -96,6 +96,23 @@ def test_subjects_carried_by_attack_requests_are_not_benign() -> None:
     assert report["benign"]["subjects"] == 0
 
 
+def test_a_labelled_consumers_key_is_that_consumer() -> None:
+    """Its owner's own requests carry the key too: a block on the key during the episode detects
+    it, and is no false positive."""
+    scorer = Scorer(labels(episode("e1", "consumer_flood", ["consumer:c9"], 100, 200)), AuthRoutes())
+    scorer.observe(make_event(ts_ms=T0_MS + 50_000, consumer="c9", credential="hmac:k",
+                              client_ip="203.0.113.77"))
+    scorer.observe(make_event(ts_ms=T0_MS + 150_000, consumer="c9", credential="hmac:k",
+                              client_ip="203.0.113.77"))
+    report = scorer.report([decision("key:hmac:k", "challenge", 152)])
+    assert report["benign"]["false_positive_subjects"] == 0
+    assert report["scenarios"]["consumer_flood"]["delays_s"] == [52.0]
+    # Another consumer's key is not an alias of the labelled one.
+    scorer.observe(make_event(ts_ms=T0_MS + 60_000, consumer="c1", credential="hmac:other"))
+    report = scorer.report([decision("key:hmac:other", "challenge", 152)])
+    assert report["benign"]["false_positive_subjects"] == 1
+
+
 def test_replay_of_kong_lines_blocks_stuffing_on_the_event_clock() -> None:
     settings = Settings()
     processor = build_processor(settings, event_clock=True)
