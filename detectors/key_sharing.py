@@ -12,6 +12,7 @@ from pipeline.events import GatewayEvent
 __all__ = ["KeySharing"]
 
 _BITS = 128
+_CLIENT_BITS = 64
 
 
 def _network(ip: str) -> str:
@@ -26,12 +27,28 @@ def _distinct(sketch: int) -> int:
 
 
 class _Spread:
-    __slots__ = ("current", "period_start", "periods", "previous", "usual")
+    __slots__ = (
+        "clients",
+        "current",
+        "home",
+        "period_clients",
+        "period_start",
+        "periods",
+        "previous",
+        "strangers",
+        "strangers_before",
+        "usual",
+    )
 
     def __init__(self, t: float) -> None:
         self.period_start = t
         self.current = 0  # sketch of the networks seen this period
         self.previous = 0  # and the period before: a sharing spree is not cut in two by a roll
+        self.strangers = 0  # networks new to the credential, reached with a client new to it
+        self.strangers_before = 0  # the same, the period before
+        self.home = 0  # every network of the credential's clean periods
+        self.clients = 0  # every client (user agent) of its clean periods
+        self.period_clients = 0
         self.usual = 0.0  # the most networks seen in two consecutive past periods
         self.periods = 0
 
@@ -41,6 +58,11 @@ class KeySharing:
     its owner ever used in two periods before. A server client uses a handful, a mobile app's key
     hundreds, every period; a leaked or resold key suddenly shows up across dozens of unrelated
     networks next to its owner's few.
+
+    A network the credential never used before that is reached with a client (user agent) it
+    never used either counts twice: the owner's own new address still runs the owner's client,
+    a stranger holding the key brings their own. So four strangers weigh as much as eight of the
+    owner's new addresses, and a leak is called sooner.
 
     A credential is judged only once it has a full period of history: a key first seen from many
     networks may as well be an app's (the consumer kinds of the simulator have both).
@@ -60,18 +82,22 @@ class KeySharing:
     Examples
     --------
     >>> state, sharing = SubjectState(), KeySharing()
-    >>> def seen(t, ip):
+    >>> def seen(t, ip, ua="okhttp/4.12.0"):
     ...     e = GatewayEvent(ts_ms=int(t * 1000), gateway="kong", client_ip=ip, consumer="c7",
-    ...                      method="GET", path="/orders", route="/orders", status=200)
+    ...                      method="GET", path="/orders", route="/orders", status=200,
+    ...                      user_agent=ua)
     ...     sharing.update(state, e, SubjectContext("consumer:c7", "consumer", t))
     >>> for t in range(0, 900, 5):
     ...     seen(t, f"10.1.0.{t % 3}")
     >>> sharing.score(state, SubjectContext("consumer:c7", "consumer", 900.0)) is None
     True
-    >>> for i in range(25):
-    ...     seen(900 + i, f"{20 + i}.{i * 7 % 250}.9.{i}")
-    >>> print(sharing.score(state, SubjectContext("consumer:c7", "consumer", 925.0)).reason)
-    credential used from 27 networks (/24) in the last 2 periods of 60 s; usually at most 1
+    >>> for i in range(4):
+    ...     seen(900 + i, f"{20 + i}.{i * 7 % 250}.9.{i}", ua="curl/8.4.0")
+    >>> signal = sharing.score(state, SubjectContext("consumer:c7", "consumer", 904.0))
+    >>> for part in signal.reason.split("; "):
+    ...     print(part)
+    credential used from 5 networks (/24) in 2 periods of 60 s, 4 of them new with a new client
+    usually at most 1
     """
 
     name = "key_sharing"
@@ -101,12 +127,20 @@ class KeySharing:
                 # A period seen under suspicion never becomes the usual spread (no poisoning).
                 seen = float(_distinct(spread.current | spread.previous))
                 spread.usual = max(spread.usual, seen)
+                spread.home |= spread.current
+                spread.clients |= spread.period_clients
                 spread.periods += 1
             idle = ctx.now >= spread.period_start + 2 * self.period_s
             spread.previous = 0 if idle else spread.current
-            spread.current = 0
+            spread.strangers_before = 0 if idle else spread.strangers
+            spread.current = spread.strangers = spread.period_clients = 0
             spread.period_start = ctx.now
-        spread.current |= 1 << (zlib.crc32(_network(event.client_ip).encode()) % _BITS)
+        network = 1 << (zlib.crc32(_network(event.client_ip).encode()) % _BITS)
+        client = 1 << (zlib.crc32(event.user_agent.encode()) % _CLIENT_BITS)
+        spread.current |= network
+        spread.period_clients |= client
+        if spread.periods and not spread.home & network and not spread.clients & client:
+            spread.strangers |= network
 
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         spread = state.memo.get(self.name) if state.memo is not None else None
@@ -115,12 +149,15 @@ class KeySharing:
         if spread.usual > self.max_usual:
             return None  # an app's embedded key lives on many networks: spread says nothing
         networks = _distinct(spread.current | spread.previous)
+        strangers = _distinct(spread.strangers | spread.strangers_before)
+        weight = networks + strangers
         limit = max(float(self.min_networks), self.ratio * spread.usual)
-        if networks < limit:
+        if weight < limit:
             return None
-        score = round(min(1.0, 0.6 + 0.4 * (networks - limit) / limit), 3)
+        score = round(min(1.0, 0.6 + 0.4 * (weight - limit) / limit), 3)
         reason = (
-            f"credential used from {networks} networks (/24) in the last 2 periods of "
-            f"{self.period_s:.0f} s; usually at most {spread.usual:.0f}"
+            f"credential used from {networks} networks (/24) in 2 periods of "
+            f"{self.period_s:.0f} s, {strangers} of them new with a new client; "
+            f"usually at most {spread.usual:.0f}"
         )
         return Signal(self.name, "key_sharing", score, reason)
