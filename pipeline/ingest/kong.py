@@ -34,7 +34,9 @@ from pipeline.ingest.redaction import SECRET_HEADERS, Redactor
 __all__ = ["KongParser", "ParseResult", "RecordResult"]
 
 SOURCE = "kong"
-KEPT_HEADERS = ("accept-language", "referer", "origin", "content-type")
+# `sec-fetch-mode` (navigate, cors, ...): every current browser sends it, so a "browser" without
+# it is a script wearing a browser's user agent (detectors/bots.py); a few bytes, nothing secret.
+KEPT_HEADERS = ("accept-language", "referer", "origin", "content-type", "sec-fetch-mode")
 MAX_ATTRIBUTES = 32
 MAX_ATTRIBUTE_CHARS = 256
 # Paths and path segments whose masked form and template are remembered (short, PII-free ones).

@@ -252,7 +252,15 @@ def kong_like(draw: st.DrawFn) -> dict[str, Any]:
             max_size=4,
         )
     )
-    for name in ("user-agent", "referer", "accept-language", "apikey", "authorization", "origin"):
+    for name in (
+        "user-agent",
+        "referer",
+        "accept-language",
+        "sec-fetch-mode",
+        "apikey",
+        "authorization",
+        "origin",
+    ):
         if draw(st.booleans()):
             request["headers"][name] = draw(HEADER_VALUE)
         else:

@@ -191,6 +191,18 @@ def test_repeated_headers_and_query_flags(parser: KongParser, redactor: Redactor
     assert event.query == {"debug": "", "tag": "a", "empty": ""}
 
 
+def test_fetch_mode_is_kept_for_the_bot_detector(parser: KongParser) -> None:
+    """A browser's Sec-Fetch-Mode tells it from a script with its user agent; the other fetch
+    metadata and client hints add nothing the bots detector reads, so they are not carried."""
+    entry = kong_entry("3.8")
+    entry["request"]["headers"].update(
+        {"sec-fetch-mode": "cors", "sec-fetch-site": "same-site", "sec-ch-ua-mobile": "?0"}
+    )
+    event = only_event(parser.parse_body(body(entry)))
+    assert event.headers["sec-fetch-mode"] == "cors"
+    assert not {"sec-fetch-site", "sec-ch-ua-mobile"} & set(event.headers)
+
+
 def test_unknown_top_level_keys_are_kept_as_attributes(parser: KongParser) -> None:
     entry = kong_entry("3.8")
     entry["tenant"] = "acme"  # custom_fields_by_lua
