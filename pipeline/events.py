@@ -41,7 +41,8 @@ class GatewayEvent(BaseModel):
 
     user_agent: str = ""
     headers: dict[str, str] = Field(
-        default_factory=dict, description="accept-language, referer, origin, content-type, sec-fetch-mode"
+        default_factory=dict,
+        description="accept-language, referer, origin, content-type, sec-fetch-mode",
     )
     header_fingerprint: str = Field("", description="Hash of the sorted request header names")
     tls_version: str | None = None
