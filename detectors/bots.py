@@ -43,6 +43,8 @@ __all__ = ["BrowserMimicry", "CrawlerPace", "ScannerAgent"]
 _PATH_BITS = 128
 _PATH_SHIFT = 32 - 7
 MAX_SOURCES = 64
+# Spreads of a clock's log-gaps the timing test mixes, from the tightest to the loosest.
+_CLOCKS = 8
 
 
 def _anonymous(event: GatewayEvent) -> bool:
@@ -119,19 +121,21 @@ class ScannerAgent:
 class _Mimicry:
     """One subject's recent requests as a bot detector sees them; every field is a number.
 
-    Counts are halved whenever `seen` reaches twice the window, so they describe roughly the last
-    `window`..`2 * window` requests and stay small under any volume.
+    Counts, and the gap sample, are halved whenever they reach twice the window, so they describe
+    roughly the last `window`..`2 * window` requests and stay small under any volume.
     """
 
     __slots__ = (
         "claims",
         "diversity",
         "empty",
-        "gap_mean",
-        "gap_var",
-        "gaps",
+        "forged",
         "headless",
         "last_t",
+        "lg_m2",
+        "lg_mean",
+        "lg_n",
+        "no_fetch",
         "no_lang",
         "no_referer",
         "paths",
@@ -139,17 +143,21 @@ class _Mimicry:
         "seen",
     )
 
-    def __init__(self, t: float) -> None:
+    def __init__(self, last_t: float) -> None:
         self.seen = 0  # requests counted
         self.claims = 0  # ... with a browser user agent
-        self.no_lang = 0  # ... of those, without accept-language
+        self.forged = 0  # ... of those, without a header the claimed browser always sends:
+        self.no_lang = 0  # ... accept-language (every browser)
+        self.no_fetch = 0  # ... Sec-Fetch-* (the versions that send it)
         self.no_referer = 0  # ... of those, without referer
         self.empty = 0  # requests with no user agent
         self.headless = 0  # requests from declared browser automation (HeadlessChrome, Selenium)
-        self.last_t = t
-        self.gaps = 0
-        self.gap_mean = 0.0
-        self.gap_var = 0.0
+        self.last_t = last_t
+        # Gaps between requests, as logs: a clock's jitter is a share of its period, a person's
+        # gaps spread over orders of magnitude. Count, mean and sum of squared deviations.
+        self.lg_n = 0.0
+        self.lg_mean = 0.0
+        self.lg_m2 = 0.0
         self.paths = 0  # linear-counting sketch of distinct paths in the current window
         self.paths_n = 0
         self.diversity = -1.0  # distinct paths per request in the last full window; -1: none yet
@@ -158,28 +166,41 @@ class _Mimicry:
 class BrowserMimicry:
     """Scores clients that claim to be browsers but behave like scripts.
 
-    Three sub-scores over the subject's last `window`..`2 * window` requests:
+    Weak signals over the subject's last `window`..`2 * window` requests, fused:
 
-    - *headers*: share of browser-agent requests without `accept-language`, which every browser
-      sends on every request (weak alone: 0.25 at most);
-    - *timing*: regularity of the inter-arrival times, from their exponentially weighted
-      coefficient of variation (`cv <= regular_cv` is a machine; `cv >= human_cv` is a person,
-      whose think-time makes gaps vary by more than their mean);
-    - *crawl*: distinct paths per request.
+    - *headers*: share of browser-agent requests missing a header the claimed browser always
+      sends: `accept-language` (every browser), `Sec-Fetch-*` (Chrome 80+, Firefox 92+, Safari
+      16.4+, judged once the gateway's logs are seen to carry it). A script that copies Chrome's
+      user agent rarely copies the rest. Weak alone (0.25 at most): a privacy proxy strips some;
+    - *timing*: a sequential test of the gaps between requests, whose logs spread tightly
+      around the period for a clock (a `sleep` loop, `machine_spread` at most) and by
+      `human_spread` or more for people (think time, bursts of a page's calls). The likelihood
+      ratio of the two (`regularity`) reaches `odds` (1000:1 by default) after 4 gaps of a clock
+      within a few percent, after ~9 of a loop jittered by ±25%, and for people only by a
+      1-in-`odds` chance;
+    - *referer*: browser requests that never carry one, as no page of the site led to them
+      (weak, and only next to machine timing);
+    - *crawl*: distinct paths per request (from a full window).
 
-    They combine by noisy-OR with an interaction term, so that bare headers *and* a metronome
-    reach a challenge while either alone stays below one, and crawling raises a suspect further:
-    an SDK polling every 5 s is not a browser claim and is never judged; a dashboard tab polling
-    every 30 s sends its headers and only scores the weak timing term (0.1).
+    They combine by noisy-OR with interaction terms, so that forged headers *and* a clock reach a
+    challenge while either alone stays below one, and crawling raises a suspect further: an SDK
+    polling every 5 s is not a browser claim and is never judged; a dashboard tab polling every
+    30 s sends its headers and only scores the weak timing term (0.1).
 
     Parameters
     ----------
     window
-        Requests the ratios and the timing statistics describe (EW weight `2 / (window + 1)`).
+        Requests the ratios and the gap sample describe.
     min_requests
         Browser-agent requests (and gaps) needed before anything is said.
-    regular_cv, human_cv
-        Coefficient of variation of the gaps at which timing scores 1 and 0.
+    regular_spread, machine_spread, human_spread
+        Standard deviation of log-gaps: the tightest and loosest clock, and the least a person's
+        gaps spread (a clock jittered by ±x% spreads by about x/170).
+    odds
+        Likelihood ratio of a clock over a person at which timing scores 1.
+    min_gap_s
+        Shorter gaps (one page's parallel calls, or two clients) count as this long; a client
+        whose gaps average less than twice this is bursting, and its timing is not judged.
     session_gap_s
         A longer gap starts a new session and is not a sample of the client's pace.
     forget_after_s
@@ -192,21 +213,26 @@ class BrowserMimicry:
     >>> detector, state = BrowserMimicry(), SubjectState()
     >>> chrome = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like "
     ...           "Gecko) Chrome/120.0.0.0 Safari/537.36")
-    >>> ctx = SubjectContext("ip:203.0.113.50", "ip", 0.0)
-    >>> for i in range(40):
-    ...     e = GatewayEvent(ts_ms=1_000_000 + i * 1_000 + (i % 3) * 10, gateway="kong",
-    ...                      client_ip="203.0.113.50", method="GET", path=f"/products/{i}",
-    ...                      route="/products/{id}", status=200, user_agent=chrome)
+    >>> def request(i, t_ms, headers):
+    ...     e = GatewayEvent(ts_ms=t_ms, gateway="kong", client_ip=f"203.0.113.{i // 100}",
+    ...                      method="GET", path=f"/products/{i}", route="/products/{id}",
+    ...                      status=200, user_agent=chrome, headers=headers)
+    ...     ctx = SubjectContext(f"ip:{e.client_ip}", "ip", t_ms / 1000)
     ...     detector.update(state, e, ctx)  # the processor calls it, then the shared counters:
     ...     state.observe(e, auth_route=False, baseline_after=5, fading_factor=0.05)
-    >>> signal = detector.score(state, SubjectContext("ip:203.0.113.50", "ip", 1040.0))
+    >>> for i in range(100):  # people in browsers: the gateway's logs carry Sec-Fetch-Mode
+    ...     state = SubjectState()
+    ...     request(i, 1_000_000 + i, {"accept-language": "en", "sec-fetch-mode": "cors"})
+    >>> state = SubjectState()
+    >>> for i in range(200, 206):  # a script with Chrome's user agent, every second to ±1%
+    ...     request(i, 1_000_000 + (i - 200) * 1_000 + (i % 3) * 10, {})
+    >>> signal = detector.score(state, SubjectContext("ip:203.0.113.2", "ip", 1005.0))
     >>> signal.kind, signal.score >= 0.6
     ('stealth_bot', True)
     >>> for part in signal.reason.split(", "):
     ...     print(part)
-    browser UA without accept-language on 39/39 requests (no referer on 39)
-    inter-arrival 1.00 s ± 1%
-    ~29 distinct paths in 32 requests
+    browser UA without accept-language or Sec-Fetch-* on 5/5 requests (no referer on 5)
+    inter-arrival 1.00 s ± 2% over 5 gaps
     """
 
     name = "bot_behaviour"
@@ -216,34 +242,50 @@ class BrowserMimicry:
     def __init__(
         self,
         window: int = 32,
-        min_requests: int = 8,
-        regular_cv: float = 0.1,
-        human_cv: float = 0.6,
+        min_requests: int = 4,
+        regular_spread: float = 0.03,
+        machine_spread: float = 0.2,
+        human_spread: float = 0.6,
+        odds: float = 1000.0,
+        min_gap_s: float = 0.2,
         session_gap_s: float = 120.0,
         forget_after_s: float = 1800.0,
         classifier: UserAgentClassifier | None = None,
     ) -> None:
         if window < 4:
             raise ValueError("window must be at least 4")
-        if not 1 <= min_requests <= 2 * window:
-            raise ValueError("need 1 <= min_requests <= 2 * window")
-        if not 0 <= regular_cv < human_cv:
-            raise ValueError("need 0 <= regular_cv < human_cv")
-        if not 0 < session_gap_s <= forget_after_s:
-            raise ValueError("need 0 < session_gap_s <= forget_after_s")
+        if not 2 <= min_requests <= 2 * window:
+            raise ValueError("need 2 <= min_requests <= 2 * window")
+        if not 0 < regular_spread <= machine_spread < human_spread:
+            raise ValueError("need 0 < regular_spread <= machine_spread < human_spread")
+        if odds <= 1:
+            raise ValueError("odds must be above 1")
+        if not 0 < min_gap_s < session_gap_s <= forget_after_s:
+            raise ValueError("need 0 < min_gap_s < session_gap_s <= forget_after_s")
         self.window = window
         self.min_requests = min_requests
-        self.regular_cv = regular_cv
-        self.human_cv = human_cv
+        self.regular_spread = regular_spread
+        self.machine_spread = machine_spread
+        self.human_spread = human_spread
+        self.odds = odds
+        self.min_gap_s = min_gap_s
         self.session_gap_s = session_gap_s
         self.forget_after_s = forget_after_s
         self.classifier = classifier if classifier is not None else UserAgentClassifier()
-        self._alpha = 2.0 / (window + 1)
+        self._log_odds = math.log(odds)
+        self._paced = math.log(2.0 * min_gap_s)
+        person = human_spread**2
+        ratio = machine_spread / regular_spread
+        clocks = [(regular_spread * ratio ** (i / (_CLOCKS - 1))) ** 2 for i in range(_CLOCKS)]
+        self._clocks = [(math.log(person / c), 1.0 / c - 1.0 / person) for c in clocks]
         # The processor calls `update` once per subject of an event: classify each event once.
         self._last_event: GatewayEvent | None = None
         self._last_kind = ""
-        self._headers_logged = True
-        # gateway -> [browser requests, of which with accept-language]
+        self._fetch_expected = False
+        self._lang_logged = True
+        self._fetch_logged = False
+        # gateway -> [browser requests, with accept-language, of versions sending Sec-Fetch-*,
+        # of those with it]
         self._sources: dict[str, list[int]] = {}
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
@@ -251,9 +293,11 @@ class BrowserMimicry:
             self._last_event = event
             self._last_kind = ""
             if _anonymous(event):
-                self._last_kind = self.classifier.classify(event.user_agent).kind
-                if self._last_kind == BROWSER and event.method != "OPTIONS":
-                    self._headers_logged = self._source_logs_headers(event)
+                found = self.classifier.classify(event.user_agent)
+                self._last_kind = found.kind
+                self._fetch_expected = found.fetch_metadata
+                if found.kind == BROWSER and event.method != "OPTIONS":
+                    self._source_logs_headers(event)
         kind = self._last_kind
         if not kind:
             return  # authenticated: not a claim to be a person (see `_anonymous`)
@@ -273,32 +317,41 @@ class BrowserMimicry:
                 return
             if state.memo is None:
                 state.memo = {}
-            memo = state.memo[self.name] = _Mimicry(t)
+            # The shared counters kept the first request's time: its gap is not lost.
+            memo = state.memo[self.name] = _Mimicry(state.sustained_ts)
         assert isinstance(memo, _Mimicry)
         self._count(memo, kind, event)
         self._time(memo, t)
         self._crawl(memo, event.path)
 
-    def _source_logs_headers(self, event: GatewayEvent) -> bool:
-        """Whether this gateway's logs carry accept-language at all: an Apigee template without
-        it would make every browser look bare. Judged on its browser requests, once enough."""
+    def _source_logs_headers(self, event: GatewayEvent) -> None:
+        """Whether this gateway's logs carry accept-language and Sec-Fetch-Mode at all: an Apigee
+        template without them would make every browser look bare. Accept-language is assumed
+        logged until enough browsers say otherwise; fetch metadata only once some carry it."""
         seen = self._sources.get(event.gateway)
         if seen is None:
-            seen = [0, 0]
+            seen = [0, 0, 0, 0]
             if len(self._sources) < MAX_SOURCES:
                 self._sources[event.gateway] = seen
+        headers = event.headers
         seen[0] += 1
-        seen[1] += "accept-language" in event.headers
+        seen[1] += "accept-language" in headers
+        if self._fetch_expected:
+            seen[2] += 1
+            seen[3] += "sec-fetch-mode" in headers
         if seen[0] >= 100_000:
-            seen[0] //= 2
-            seen[1] //= 2
-        return seen[0] < 500 or seen[1] >= 0.02 * seen[0]
+            for i in range(4):
+                seen[i] //= 2
+        self._lang_logged = seen[0] < 500 or seen[1] >= 0.02 * seen[0]
+        self._fetch_logged = seen[2] >= 50 and seen[3] >= 0.5 * seen[2]
 
     def _count(self, m: _Mimicry, kind: str, event: GatewayEvent) -> None:
         if m.seen >= 2 * self.window:
             m.seen //= 2
             m.claims //= 2
+            m.forged //= 2
             m.no_lang //= 2
+            m.no_fetch //= 2
             m.no_referer //= 2
             m.empty //= 2
             m.headless //= 2
@@ -306,9 +359,15 @@ class BrowserMimicry:
         if kind == BROWSER:
             m.claims += 1
             # A CORS preflight is the browser's own request, sent without the page's headers.
-            if self._headers_logged and event.method != "OPTIONS":
+            if self._lang_logged and event.method != "OPTIONS":
                 headers = event.headers
-                m.no_lang += "accept-language" not in headers
+                no_lang = "accept-language" not in headers
+                no_fetch = (
+                    self._fetch_logged and self._fetch_expected and "sec-fetch-mode" not in headers
+                )
+                m.no_lang += no_lang
+                m.no_fetch += no_fetch
+                m.forged += no_lang or no_fetch
                 m.no_referer += "referer" not in headers
         elif kind == EMPTY:
             m.empty += 1
@@ -320,17 +379,18 @@ class BrowserMimicry:
         if gap < 0:
             return  # out of order (several gateway nodes): not a sample, and keep the latest time
         m.last_t = t
-        if m.seen == 1 or gap > self.session_gap_s:
+        if gap > self.session_gap_s:
             return
-        if m.gaps == 0:
-            m.gap_mean, m.gap_var = gap, 0.0
-        else:
-            # Exponentially weighted mean and variance (West 1979), a few floats per subject.
-            diff = gap - m.gap_mean
-            incr = self._alpha * diff
-            m.gap_mean += incr
-            m.gap_var = (1.0 - self._alpha) * (m.gap_var + diff * incr)
-        m.gaps = min(m.gaps + 1, 1 << 16)
+        if m.lg_n >= 2 * self.window:
+            m.lg_n /= 2
+            m.lg_m2 /= 2
+        # One page's parallel calls come in the same few milliseconds, whose logs would spread
+        # without end: a clock never does that, and flooring keeps it one large deviation.
+        x = math.log(max(gap, self.min_gap_s))
+        m.lg_n += 1
+        diff = x - m.lg_mean
+        m.lg_mean += diff / m.lg_n
+        m.lg_m2 += diff * (x - m.lg_mean)
 
     def _crawl(self, m: _Mimicry, path: str) -> None:
         # crc32, not hash(): string hashes change per process and replays must be reproducible;
@@ -341,6 +401,25 @@ class BrowserMimicry:
             m.diversity = min(1.0, distinct(m.paths, _PATH_BITS) / m.paths_n)
             m.paths = m.paths_n = 0
 
+    def regularity(self, m: _Mimicry) -> float:
+        """Log-likelihood ratio of the gaps under a clock over a person, both log-normal, from
+        the log-gaps' sum of squared deviations (a sum of independent terms, Helmert): the
+        person's spread at its least, the clock's mixed over `_CLOCKS` spreads from the tightest
+        to the loosest. A mixture, not the best-fitting clock, so that the ratio can be watched
+        after every request: for log-normal gaps spread `human_spread` or more it reaches `odds`
+        with chance `1 / odds` at most, however long it is watched (Ville's inequality; the
+        halving of old samples and the floor on short gaps bend this a little)."""
+        dof = m.lg_n - 1.0
+        if dof < 1.0:
+            return 0.0
+        best = -math.inf
+        terms = []
+        for log_ratio, precision in self._clocks:
+            term = 0.5 * dof * log_ratio - 0.5 * m.lg_m2 * precision
+            terms.append(term)
+            best = max(best, term)
+        return best + math.log(sum(math.exp(x - best) for x in terms) / len(terms))
+
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         memo = state.memo.get(self.name) if state.memo is not None else None
         if not isinstance(memo, _Mimicry):
@@ -349,29 +428,40 @@ class BrowserMimicry:
         parts: list[str] = []
         keep = 1.0
         timing = 0.0
-        cv = -1.0
-        if m.gaps >= self.min_requests and m.gap_mean > 0:
-            # The EW variance starts at 0 and under-reads for its first ~window samples: a few
-            # Poisson gaps would look twice as regular as they are. Correct it (as Adam does).
-            seen = 1.0 - (1.0 - self._alpha) ** (m.gaps - 1)
-            cv = math.sqrt(max(0.0, m.gap_var) / seen) / m.gap_mean
-            timing = min(1.0, max(0.0, (self.human_cv - cv) / (self.human_cv - self.regular_cv)))
+        # A "clock" at the floor is a burst of parallel calls, not a pace.
+        if m.lg_n >= self.min_requests and m.lg_mean >= self._paced:
+            timing = min(1.0, max(0.0, self.regularity(m) / self._log_odds))
         headers = 0.0
         browser = m.claims >= self.min_requests and 2 * m.claims >= m.seen
         if browser:
-            headers = m.no_lang / m.claims
+            headers = m.forged / m.claims
+            referer = m.no_referer / m.claims
             crawl = max(0.0, min(1.0, (m.diversity - 0.3) / 0.5)) if m.diversity >= 0 else 0.0
             keep *= 1.0 - 0.25 * headers
             keep *= 1.0 - 0.1 * timing
             keep *= 1.0 - 0.55 * headers * timing
+            # Scripts send neither a referer nor the headers: count the referer only once the
+            # headers are a browser's (a headless browser driven straight at the API).
+            keep *= 1.0 - 0.15 * referer * timing * (1.0 - headers)
             keep *= 1.0 - 0.3 * crawl * max(headers, timing)
-            if m.no_lang:
-                lacks = f"browser UA without accept-language on {m.no_lang}/{m.claims} requests"
+            if m.forged:
+                lacks = " or ".join(
+                    name
+                    for name, n in (("accept-language", m.no_lang), ("Sec-Fetch-*", m.no_fetch))
+                    if n
+                )
+                lacks = f"browser UA without {lacks} on {m.forged}/{m.claims} requests"
                 if m.no_referer:
                     lacks += f" (no referer on {m.no_referer})"
                 parts.append(lacks)
             if timing > 0:
-                parts.append(f"inter-arrival {m.gap_mean:.2f} s ± {cv:.0%}")
+                spread = math.sqrt(m.lg_m2 / (m.lg_n - 1.0))
+                parts.append(
+                    f"inter-arrival {math.exp(m.lg_mean):.2f} s ± {spread:.0%} over "
+                    f"{round(m.lg_n)} gaps"
+                )
+                if referer > 0 and not m.forged:
+                    parts.append(f"no referer on {m.no_referer}/{m.claims} requests")
             if crawl > 0 and parts:
                 n = self.window
                 parts.append(f"~{round(m.diversity * n)} distinct paths in {n} requests")

@@ -51,16 +51,45 @@ _BROWSER = re.compile(
     r"Mozilla/5\.0 \((?:Windows|Macintosh|X11|Linux|iPhone|iPad|iPod|Android)[^)]*\)"
     r" (?:AppleWebKit/|Gecko/)"
 )
+# Versions from which a browser sends fetch metadata (`Sec-Fetch-*`) on every HTTPS request:
+# Chromium 76 (Chrome, Edge, Opera, Samsung Internet all carry `Chrome/N`), Firefox 90, Safari
+# 16.4. A few versions of margin, and an unknown engine or version is never expected to send them.
+_FETCH_METADATA = re.compile(
+    r"Chrome/(\d+)\.|Firefox/(\d+)\.|Version/(\d+)\.(\d+)\S* (?:Mobile/\S+ )?Safari/"
+)
 # Placeholders people send instead of a user agent.
 _BLANK = frozenset({"", "-", "null", "none", "undefined"})
 
 
 @dataclass(frozen=True, slots=True)
 class UserAgentClass:
-    """`kind` is one of the module constants; `name` is what matched (the pattern's text)."""
+    """`kind` is one of the module constants; `name` is what matched (the pattern's text);
+    `fetch_metadata`: a browser whose claimed version sends `Sec-Fetch-*` headers."""
 
     kind: str
     name: str = ""
+    fetch_metadata: bool = False
+
+
+def _sends_fetch_metadata(user_agent: str) -> bool:
+    """Whether the browser this user agent names sends `Sec-Fetch-*` (see `_FETCH_METADATA`).
+
+    >>> _sends_fetch_metadata("Mozilla/5.0 (Windows NT 10.0) Gecko/20100101 Firefox/120.0")
+    True
+    >>> _sends_fetch_metadata("Mozilla/5.0 (iPhone; CPU iPhone OS 15_8 like Mac OS X) "
+    ...                       "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/15.6 Mobile/15E148 "
+    ...                       "Safari/604.1")
+    False
+    """
+    found = _FETCH_METADATA.search(user_agent)
+    if found is None:
+        return False
+    chrome, firefox, safari, minor = found.groups()
+    if chrome is not None:
+        return int(chrome) >= 80
+    if firefox is not None:
+        return int(firefox) >= 92
+    return (int(safari), int(minor)) >= (16, 4)
 
 
 def load_scanner_names(path: Path = DATA_DIR / "scanners-user-agents.data") -> list[str]:
@@ -115,7 +144,7 @@ class UserAgentClassifier:
     --------
     >>> ua = UserAgentClassifier()
     >>> ua.classify("sqlmap/1.7.2#stable (https://sqlmap.org)")
-    UserAgentClass(kind='scanner', name='sqlmap')
+    UserAgentClass(kind='scanner', name='sqlmap', fetch_metadata=False)
     >>> ua.classify("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)").kind
     'crawler'
     >>> ua.classify("python-requests/2.31.0").kind, ua.classify("").kind
@@ -172,5 +201,5 @@ class UserAgentClassifier:
                 if self._crawler_kinds[index] == kind:
                     return UserAgentClass(kind, self._crawlers.matched(index, text).strip(" /;"))
         if _BROWSER.match(text):
-            return UserAgentClass(BROWSER)
+            return UserAgentClass(BROWSER, fetch_metadata=_sends_fetch_metadata(text))
         return UserAgentClass(OTHER)
