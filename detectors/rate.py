@@ -6,8 +6,20 @@ import math
 
 from detectors.base import Signal, SubjectContext
 from detectors.state import SUSTAINED_TAU_S, Baseline, SubjectState, WindowFeatures
+from pipeline.events import GatewayEvent
 
 __all__ = ["RateAnomaly", "recommended_limit"]
+
+
+class _Mix:
+    """How often a credential's recent requests changed route (decayed like the held rate)."""
+
+    __slots__ = ("route", "switches", "ts")
+
+    def __init__(self) -> None:
+        self.route = ""
+        self.switches = 0.0
+        self.ts = 0.0
 
 # A subject's p99 rate per window, under a normal approximation of its learned baseline.
 _P99_Z = 2.33
@@ -55,7 +67,9 @@ class RateAnomaly:
         Below the per-second limits, a rate held over ~10 s above both `sustained_min` per second
         and `sustained_ratio` times the subject's average is a flood too (once `sustained_windows`
         windows are learned). Only from `sustained_strong` per second is
-        it more than a tag (1.5 times that limit when higher).
+        it more than a tag (1.5 times that limit when higher), unless the held traffic spreads
+        over routes (`mixed_share` of requests changing route): a batch job walks one collection,
+        a flood (a key in a load test, a runaway client) repeats the client's whole mix.
 
     Examples
     --------
@@ -89,7 +103,8 @@ class RateAnomaly:
         sustained_ratio: float = 8.0,
         sustained_min: float = 5.0,
         sustained_windows: int = 60,
-        sustained_strong: float = 10.0,
+        sustained_strong: float = 15.0,
+        mixed_share: float = 0.3,
     ) -> None:
         self.warmup_windows = warmup_windows
         self.sigmas = sigmas
@@ -102,6 +117,29 @@ class RateAnomaly:
         self.sustained_min = sustained_min
         self.sustained_windows = sustained_windows
         self.sustained_strong = sustained_strong
+        self.mixed_share = mixed_share
+
+    def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
+        if ctx.kind == "ip":
+            return  # held rates are judged for credentials only
+        memo = state.memo if state.memo is not None else {}
+        state.memo = memo
+        mix = memo.get(self.name)
+        if mix is None:
+            mix = memo[self.name] = _Mix()
+        assert isinstance(mix, _Mix)
+        decay = math.exp(min(0.0, mix.ts - ctx.now) / SUSTAINED_TAU_S)
+        mix.switches = mix.switches * decay + (event.route != mix.route)
+        mix.route, mix.ts = event.route, max(mix.ts, ctx.now)
+
+    def _route_share(self, state: SubjectState, now: float) -> float:
+        """Share of the held requests that changed route, 0 without a memo."""
+        mix = state.memo.get(self.name) if state.memo is not None else None
+        if not isinstance(mix, _Mix) or state.sustained <= 0:
+            return 0.0
+        # Both counters decay with the same time constant: compare them at the same instant.
+        held = state.sustained * math.exp(min(0.0, state.sustained_ts - mix.ts) / SUSTAINED_TAU_S)
+        return min(1.0, mix.switches / held) if held > 0 else 0.0
 
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         current = state.current_rate()
@@ -145,14 +183,15 @@ class RateAnomaly:
         if rate <= limit:
             return None
         # A first batch run looks like a modest flood: only a strong one is acted on, the rest
-        # is tagged for the upstream to see.
-        strong = max(self.sustained_strong, 1.5 * limit)
+        # is tagged for the upstream to see, unless it spreads over the client's routes.
+        mixed = self._route_share(state, ctx.now) >= self.mixed_share
+        strong = limit if mixed else max(self.sustained_strong, 1.5 * limit)
         if rate < strong:
             score = round(0.4 + 0.15 * (rate - limit) / (strong - limit), 3)
         else:
             score = round(min(1.0, 0.6 + 0.4 * (rate / strong - 1.0)), 3)
         reason = (
             f"{rate:.1f} requests/s held over ~{SUSTAINED_TAU_S:.0f} s "
-            f"(usually {usual:.2f}/s, limit {limit:.1f}/s)"
+            f"(usually {usual:.2f}/s, limit {limit:.1f}/s)" + (" across its routes" if mixed else "")
         )
         return Signal(self.name, "flood", score, reason)

@@ -211,11 +211,13 @@ def test_the_anomaly_model_learns_only_windows_nobody_flagged() -> None:
 
 
 def test_a_quiet_consumer_turned_busy_is_a_flood_below_the_per_second_limits() -> None:
-    """0.5 requests/s for ten minutes, then 12/s: never 30 in one second, but 24x its habit."""
+    """0.5 requests/s for ten minutes, then 12/s over its two routes: never 30 in one second,
+    but 24x its habit."""
     events = [make_event(ts_ms=T0_MS + i * 2000, consumer="c5", client_ip="192.0.2.70")
               for i in range(300)]
     start = T0_MS + 600_000
-    events += [make_event(ts_ms=start + i * 83, consumer="c5", client_ip="192.0.2.70")
+    events += [make_event(ts_ms=start + i * 83, consumer="c5", client_ip="192.0.2.70",
+                          route=("/orders", "/inventory")[i % 2])
                for i in range(1200)]
     decisions = [d for d in run(events) if d.subject == "consumer:c5"]
     acted = [d for d in decisions if d.action in ("challenge", "block")]
@@ -273,3 +275,27 @@ def test_a_key_reached_from_new_networks_by_new_clients_is_shared_after_four() -
 
 def test_the_owner_moving_to_new_networks_with_its_own_client_is_not_sharing() -> None:
     assert acting(run(strangers(900, 5, "partner-sync/3.1"))) == {}
+
+
+def quiet_then_busy(routes: list[str]) -> tuple[list[GatewayEvent], int]:
+    """0.5 requests/s for ten minutes, then 8/s for a minute: 16x its habit, below 10/s."""
+    events = [make_event(ts_ms=T0_MS + i * 2000, consumer="c8", client_ip="192.0.2.72",
+                         route=routes[i % len(routes)]) for i in range(300)]
+    start = T0_MS + 600_000
+    events += [make_event(ts_ms=start + i * 125, consumer="c8", client_ip="192.0.2.72",
+                          route=routes[(i * 7) % len(routes)]) for i in range(480)]
+    return events, start
+
+
+def test_a_modest_flood_over_the_clients_routes_is_challenged() -> None:
+    events, start = quiet_then_busy(["/orders", "/orders/{id}", "/inventory"])
+    acted = [d for d in run(events) if d.subject == "consumer:c8" and d.action == "challenge"]
+    assert acted and acted[0].updated_at - start <= 10_000
+    assert acted[0].reasons[0].endswith("across its routes")
+
+
+def test_a_modest_held_rate_on_one_collection_is_only_tagged() -> None:
+    """The same pace walking one collection is what a first batch run looks like."""
+    events, _ = quiet_then_busy(["/orders"])
+    decided = {d.action for d in run(events) if d.subject == "consumer:c8"}
+    assert decided == {"tag"}
