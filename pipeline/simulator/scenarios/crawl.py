@@ -159,9 +159,11 @@ class BadUaBot(Attack):
 
 
 class StealthBot(Attack):
-    """A headless crawler passing as Chrome: a current browser user agent but none of a
-    browser's other headers (no accept-language, referer, origin, fetch metadata), one request
-    every 0.5-3 s to within 2%, walking product and category pages."""
+    """A crawler passing as Chrome: a current browser user agent on an HTTP library, one request
+    every 0.5-3 s to within 2%, walking product and category pages. Most send the library's own
+    headers besides (no accept-language, referer, origin, fetch metadata); some copy a
+    browser's accept-language, accept and referer into the script, as scraping guides advise,
+    but not the fetch metadata and client hints a browser adds by itself."""
 
     def plan(self) -> None:
         rng, ep = self.rng, self.episode
@@ -173,14 +175,26 @@ class StealthBot(Attack):
             "accept-encoding": "gzip, deflate",
             "connection": "keep-alive",
         }
+        copied = rng.random() < 0.35
+        if copied:
+            self.headers.update(
+                {
+                    "accept": "application/json, text/plain, */*",
+                    "accept-language": "en-US,en;q=0.9",
+                    "accept-encoding": "gzip, deflate, br",
+                    "referer": "https://shop.example/",
+                }
+            )
         ep.params = {
             "ip": self.ip,
             "period_s": round(self.period, 3),
             "jitter": 0.02,
             "user_agent": CURRENT_CHROME,
+            "copied_browser_headers": copied,
         }
+        headers = "copied browser headers, no fetch metadata" if copied else "no browser headers"
         ep.description = (
-            f"browser UA without browser headers from {self.ip}, one request every "
+            f"browser UA with {headers} from {self.ip}, one request every "
             f"{self.period:.2f} s ± 2%, crawling products"
         )
 
