@@ -55,7 +55,7 @@ def default_detectors(
     agents = UserAgentClassifier()  # one cache of user-agent verdicts for both bot detectors
     drift: list[Detector] = [SpecDrift(SpecIndex(specs))] if specs else []
     return drift + [
-        BruteForce(),
+        BruteForce(auth_routes=auth_routes),
         DistributedStuffing(auth_routes),
         RateAnomaly(),
         ObjectWalk(agents=agents),

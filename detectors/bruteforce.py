@@ -33,6 +33,10 @@ class BruteForce:
         Decayed failures at which the score reaches its maximum.
     min_failure_ratio
         Share of failing attempts below which nothing is said.
+    auth_routes, shared_addresses
+        A consumer or key that logged in successfully (on `auth_routes`) from this many addresses
+        is shared by a population (a phone app's client id): its failures are its users' and a
+        guesser among them is judged on its own address, never on the app's credential.
 
     Examples
     --------
@@ -52,17 +56,38 @@ class BruteForce:
     name = "bruteforce"
 
     def __init__(
-        self, min_failures: float = 5.0, full_failures: float = 15.0, min_failure_ratio: float = 0.5
+        self,
+        min_failures: float = 5.0,
+        full_failures: float = 15.0,
+        min_failure_ratio: float = 0.5,
+        auth_routes: AuthRoutes | None = None,
+        shared_addresses: int = 8,
     ) -> None:
         if not 0 < min_failures < full_failures:
             raise ValueError("need 0 < min_failures < full_failures")
         self.min_failures = min_failures
         self.full_failures = full_failures
         self.min_failure_ratio = min_failure_ratio
+        self.auth_routes = auth_routes if auth_routes is not None else AuthRoutes()
+        self.shared_addresses = shared_addresses
+
+    def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
+        if ctx.kind == "ip" or event.status >= 400 or event.method == "GET":
+            return
+        if not self.auth_routes(event.route):
+            return
+        memo = state.memo if state.memo is not None else {}
+        state.memo = memo
+        seen = int(memo.get(self.name, 0))  # type: ignore[call-overload]
+        memo[self.name] = seen | (1 << (zlib.crc32(event.client_ip.encode()) & 63))
 
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         if is_range(ctx.subject):
             return None  # a range is many clients: `DistributedStuffing` judges it
+        if ctx.kind != "ip" and state.memo is not None and self.name in state.memo:
+            logged_in_from = _distinct(int(state.memo[self.name]))  # type: ignore[call-overload]
+            if logged_in_from >= self.shared_addresses:
+                return None
         attempts, failures = state.decayed_auth(ctx.now)
         if failures < self.min_failures:
             return None
@@ -80,15 +105,18 @@ class BruteForce:
 
 
 class _Trait:
-    """Decayed login attempts and failures of one client trait, and the addresses behind them."""
+    """Decayed login attempts and failures of one client trait, the addresses behind them, and
+    the address failing most (a majority vote: by how many failures it leads all others)."""
 
-    __slots__ = ("attempts", "failures", "ips", "ts")
+    __slots__ = ("attempts", "failures", "ips", "lead", "top", "ts")
 
     def __init__(self) -> None:
         self.attempts = 0.0
         self.failures = 0.0
         self.ts = 0.0
         self.ips = 0  # 64-bit linear-counting sketch of the failing addresses
+        self.top = ""
+        self.lead = 0.0
 
     def add(self, t: float, failed: bool, ip: str, tau: float) -> None:
         decay = math.exp(-max(0.0, t - self.ts) / tau)
@@ -97,6 +125,19 @@ class _Trait:
         self.ts = max(self.ts, t)
         if failed:
             self.ips |= 1 << (zlib.crc32(ip.encode()) & 63)
+            lead = self.lead * decay
+            if ip == self.top:
+                lead += 1.0
+            elif lead >= 1.0:
+                lead -= 1.0
+            else:
+                self.top, lead = ip, 1.0
+            self.lead = lead
+
+    def dominated(self) -> bool:
+        """One address fails more than the others together: a loud guesser (`BruteForce`'s)
+        amid other clients' typos, not a campaign spread over many."""
+        return self.lead > 0.5 * self.failures
 
     def addresses(self) -> int:
         return _distinct(self.ips)
@@ -138,6 +179,8 @@ class DistributedStuffing:
 
     name = "distributed_stuffing"
     judges_ranges = True
+    # Addresses and ranges only: a campaign riding on an app's key is thousands of users' key.
+    kinds = ("ip",)
 
     def __init__(
         self,
@@ -182,7 +225,7 @@ class DistributedStuffing:
             return None
         ratio = trait.failures / trait.attempts
         addresses = trait.addresses()
-        if ratio < self.min_failure_ratio or addresses < self.min_addresses:
+        if ratio < self.min_failure_ratio or addresses < self.min_addresses or trait.dominated():
             return None
         reason = (
             f"failed login in a campaign on {event.route}: {trait.failures:.0f} of "

@@ -12,13 +12,14 @@ __all__ = ["RateAnomaly", "recommended_limit"]
 
 
 class _Mix:
-    """How often a credential's recent requests changed route (decayed like the held rate)."""
+    """The route most of a credential's recent requests went to, and by how much it leads the
+    others (a majority vote, decayed like the held rate)."""
 
-    __slots__ = ("route", "switches", "ts")
+    __slots__ = ("lead", "route", "ts")
 
     def __init__(self) -> None:
         self.route = ""
-        self.switches = 0.0
+        self.lead = 0.0
         self.ts = 0.0
 
 # A subject's p99 rate per window, under a normal approximation of its learned baseline.
@@ -68,8 +69,8 @@ class RateAnomaly:
         and `sustained_ratio` times the subject's average is a flood too (once `sustained_windows`
         windows are learned). Only from `sustained_strong` per second is
         it more than a tag (1.5 times that limit when higher), unless the held traffic spreads
-        over routes (`mixed_share` of requests changing route): a batch job walks one collection,
-        a flood (a key in a load test, a runaway client) repeats the client's whole mix.
+        over routes (no route takes more than `top_route_share` of it): a batch job walks one
+        collection, a flood (a key in a load test, a runaway client) repeats the client's mix.
 
     Examples
     --------
@@ -104,7 +105,7 @@ class RateAnomaly:
         sustained_min: float = 5.0,
         sustained_windows: int = 60,
         sustained_strong: float = 15.0,
-        mixed_share: float = 0.3,
+        top_route_share: float = 0.6,
     ) -> None:
         self.warmup_windows = warmup_windows
         self.sigmas = sigmas
@@ -117,7 +118,7 @@ class RateAnomaly:
         self.sustained_min = sustained_min
         self.sustained_windows = sustained_windows
         self.sustained_strong = sustained_strong
-        self.mixed_share = mixed_share
+        self.top_route_share = top_route_share
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
         if ctx.kind == "ip":
@@ -128,18 +129,24 @@ class RateAnomaly:
         if mix is None:
             mix = memo[self.name] = _Mix()
         assert isinstance(mix, _Mix)
-        decay = math.exp(min(0.0, mix.ts - ctx.now) / SUSTAINED_TAU_S)
-        mix.switches = mix.switches * decay + (event.route != mix.route)
-        mix.route, mix.ts = event.route, max(mix.ts, ctx.now)
+        lead = mix.lead * math.exp(min(0.0, mix.ts - ctx.now) / SUSTAINED_TAU_S)
+        if event.route == mix.route:
+            lead += 1.0
+        elif lead >= 1.0:
+            lead -= 1.0
+        else:
+            mix.route, lead = event.route, 1.0
+        mix.lead, mix.ts = lead, max(mix.ts, ctx.now)
 
-    def _route_share(self, state: SubjectState, now: float) -> float:
-        """Share of the held requests that changed route, 0 without a memo."""
+    def _spread_over_routes(self, state: SubjectState) -> bool:
+        """No route takes more than `top_route_share` of the held requests (False without a memo).
+        A route with share p leads the others by about 2p - 1 of them."""
         mix = state.memo.get(self.name) if state.memo is not None else None
         if not isinstance(mix, _Mix) or state.sustained <= 0:
-            return 0.0
+            return False
         # Both counters decay with the same time constant: compare them at the same instant.
         held = state.sustained * math.exp(min(0.0, state.sustained_ts - mix.ts) / SUSTAINED_TAU_S)
-        return min(1.0, mix.switches / held) if held > 0 else 0.0
+        return held > 0 and mix.lead / held < 2 * self.top_route_share - 1
 
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         current = state.current_rate()
@@ -184,7 +191,7 @@ class RateAnomaly:
             return None
         # A first batch run looks like a modest flood: only a strong one is acted on, the rest
         # is tagged for the upstream to see, unless it spreads over the client's routes.
-        mixed = self._route_share(state, ctx.now) >= self.mixed_share
+        mixed = self._spread_over_routes(state)
         strong = limit if mixed else max(self.sustained_strong, 1.5 * limit)
         if rate < strong:
             score = round(0.4 + 0.15 * (rate - limit) / (strong - limit), 3)

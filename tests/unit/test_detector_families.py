@@ -299,3 +299,52 @@ def test_a_modest_held_rate_on_one_collection_is_only_tagged() -> None:
     events, _ = quiet_then_busy(["/orders"])
     decided = {d.action for d in run(events) if d.subject == "consumer:c8"}
     assert decided == {"tag"}
+
+
+def test_a_young_walk_is_judged_on_its_pace() -> None:
+    """10 distinct objects/s: its window would fill to 150 in ~15 s, its pace says so in ~5."""
+    decisions = run(walk("203.0.113.11", 0, 300, 0.1, 200, sequential=False))
+    first = min(d.updated_at for d in decisions if d.action in ("challenge", "block"))
+    assert first - T0_MS <= 8_000
+    assert any("a pace of" in r for d in decisions for r in d.reasons)
+
+
+def test_a_short_burst_of_reads_is_not_a_walk_worth_a_pace() -> None:
+    """30 objects in 3 s is too little to extrapolate from."""
+    assert acting(run(walk("203.0.113.12", 0, 30, 0.1, 200, sequential=False))) == {}
+
+
+def test_one_loud_guesser_among_typos_with_its_user_agent_is_no_campaign() -> None:
+    """Partners' scripts share `python-requests` and a header shape with a stuffer; their few typos
+    must not be read as the stuffer's campaign."""
+    typos = [login(f"192.0.2.{i % 7}", i * 1.5, 401 if i % 2 else 200,
+                   ua="python-requests/2.31.0", fp="py") for i in range(80)]
+    stuffer = [login("198.51.100.9", 30 + i * 0.2, 401, ua="python-requests/2.31.0", fp="py")
+               for i in range(300)]
+    hit = acting(run(typos + stuffer))
+    assert hit == {"ip:198.51.100.9": "block"}
+
+
+def app_logins(stuffer_attempts: int) -> list[GatewayEvent]:
+    """A phone app's client id: users log in from everywhere, one address fails through it."""
+    users = [login(f"100.{64 + i % 50}.{i % 9}.{i % 200}", i * 2.0, 401 if i % 10 == 0 else 200,
+                   ua="okhttp/4.12.0", fp="app").model_copy(update={"consumer": "myshop-android"})
+             for i in range(300)]
+    stuffer = [login("198.51.100.10", 300 + i * 0.5, 401, ua="okhttp/4.12.0", fp="app")
+               .model_copy(update={"consumer": "myshop-android"}) for i in range(stuffer_attempts)]
+    return users + stuffer
+
+
+def test_guessing_through_an_apps_credential_blocks_the_guesser_not_the_app() -> None:
+    hit = acting(run(app_logins(120)))
+    assert hit.get("ip:198.51.100.10") == "block"
+    assert "consumer:myshop-android" not in hit
+
+
+def test_guessing_through_a_partners_own_credential_is_brute_force_on_it() -> None:
+    owner = [login("192.0.2.80", i * 10.0, 200, ua="partner/1", fp="p")
+             .model_copy(update={"consumer": "partner-9"}) for i in range(30)]
+    guesser = [login("198.51.100.11", 300 + i * 0.5, 401, ua="curl/8.4.0", fp="c")
+               .model_copy(update={"consumer": "partner-9"}) for i in range(60)]
+    hit = acting(run(owner + guesser))
+    assert hit.get("consumer:partner-9") in ("challenge", "block")
