@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 from detectors.base import Signal, SubjectContext
+from detectors.sketch import distinct
 from detectors.state import SUSTAINED_TAU_S, Baseline, SubjectState, WindowFeatures
 from pipeline.events import GatewayEvent
 
@@ -15,12 +17,13 @@ class _Mix:
     """The route most of a credential's recent requests went to, and by how much it leads the
     others (a majority vote, decayed like the held rate)."""
 
-    __slots__ = ("lead", "route", "ts")
+    __slots__ = ("lead", "networks", "route", "ts")
 
     def __init__(self) -> None:
         self.route = ""
         self.lead = 0.0
         self.ts = 0.0
+        self.networks = 0  # 64-bit sketch of the /24s it came from: an app's key spans hundreds
 
 # A subject's p99 rate per window, under a normal approximation of its learned baseline.
 _P99_Z = 2.33
@@ -71,6 +74,9 @@ class RateAnomaly:
         it more than a tag (1.5 times that limit when higher), unless the held traffic spreads
         over routes (no route takes more than `top_route_share` of it): a batch job walks one
         collection, a flood (a key in a load test, a runaway client) repeats the client's mix.
+    population_networks, population_score
+        A consumer or key seen from this many networks (/24) is a population's (an app's key):
+        its floods score at most `population_score`, a tag, and its addresses are judged instead.
 
     Examples
     --------
@@ -106,6 +112,8 @@ class RateAnomaly:
         sustained_windows: int = 60,
         sustained_strong: float = 15.0,
         top_route_share: float = 0.6,
+        population_networks: int = 32,
+        population_score: float = 0.45,
     ) -> None:
         self.warmup_windows = warmup_windows
         self.sigmas = sigmas
@@ -119,6 +127,8 @@ class RateAnomaly:
         self.sustained_windows = sustained_windows
         self.sustained_strong = sustained_strong
         self.top_route_share = top_route_share
+        self.population_networks = population_networks
+        self.population_score = population_score
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
         if ctx.kind == "ip":
@@ -137,6 +147,13 @@ class RateAnomaly:
         else:
             mix.route, lead = event.route, 1.0
         mix.lead, mix.ts = lead, max(mix.ts, ctx.now)
+        mix.networks |= 1 << (zlib.crc32(event.client_ip.rpartition(".")[0].encode()) & 63)
+
+    def _population(self, state: SubjectState) -> bool:
+        """A credential used from `population_networks` networks or more (a phone app's key):
+        its rate is its users' sum, and a push notification doubles it."""
+        mix = state.memo.get(self.name) if state.memo is not None else None
+        return isinstance(mix, _Mix) and distinct(mix.networks, 64) >= self.population_networks
 
     def _spread_over_routes(self, state: SubjectState) -> bool:
         """No route takes more than `top_route_share` of the held requests (False without a memo).
@@ -172,6 +189,10 @@ class RateAnomaly:
             return self._sustained(state, ctx)
         score = round(min(1.0, 0.4 + 0.6 * (current / limit - 1.0)), 3)
         reason = f"{current} requests/s ({basis}, limit {limit:.0f}/s)"
+        if ctx.kind != "ip" and self._population(state):
+            # Blocking an app's key blocks all its users: tell the upstream, judge the addresses.
+            score = min(score, self.population_score)
+            reason += ", a credential many networks share"
         return Signal(self.name, "flood", score, reason)
 
     def _sustained(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:

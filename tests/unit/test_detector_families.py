@@ -348,3 +348,16 @@ def test_guessing_through_a_partners_own_credential_is_brute_force_on_it() -> No
                .model_copy(update={"consumer": "partner-9"}) for i in range(60)]
     hit = acting(run(owner + guesser))
     assert hit.get("consumer:partner-9") in ("challenge", "block")
+
+
+def test_a_spike_on_an_apps_key_is_told_to_the_upstream_not_blocked() -> None:
+    """A push notification: the app key's users, from a hundred networks, at ten times the
+    usual rate for a few seconds."""
+    events = []
+    for s in range(300):
+        n = 100 if 280 <= s < 284 else 10
+        events += [make_event(ts_ms=T0_MS + s * 1000 + i * (900 // n), consumer="myshop-ios",
+                              client_ip=f"100.{64 + (s * n + i) % 100}.{i % 7}.{s % 250}")
+                   for i in range(n)]
+    decided = {d.action for d in run(events) if d.subject == "consumer:myshop-ios"}
+    assert decided == {"tag"}
