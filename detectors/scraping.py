@@ -28,7 +28,7 @@ class _Walk:
     """Decayed counts of one subject's object-id requests, a sketch of the ids, the client mix."""
 
     __slots__ = (
-        "agents", "denied", "host", "ids", "last_id", "n", "sequential", "start", "switches", "ts"
+        "agents", "denied", "host", "ids", "last_id", "n", "sequential", "switches", "ts"
     )
 
     def __init__(self) -> None:
@@ -37,7 +37,6 @@ class _Walk:
         self.sequential = 0.0
         self.switches = 0.0  # requests from another host than the one before (ranges only)
         self.ts = 0.0
-        self.start = 0.0  # when the current walk began
         self.ids = 0  # linear-counting sketch of the object ids, cleared as the window fades
         self.agents = 0  # 16-bit sketch of user agents: a shared address shows many
         self.last_id = -1
@@ -84,9 +83,6 @@ class ObjectWalk:
         and three times the scraping limit.
     client_factor
         How much higher the cold scraping limit of an authenticated client is than an address's.
-    pace_after
-        Distinct objects after which a walk younger than `tau_s` is judged on its pace (what it
-        would read over `tau_s`) rather than on what it has read so far.
     spread_ratio
         Share of a range's requests that must come from another host than the request before for
         the range to be judged: a walk split over a subnet's hosts, which no one address shows.
@@ -121,7 +117,6 @@ class ObjectWalk:
         shared_agents: int = 4,
         client_factor: float = 5.0,
         spread_ratio: float = 0.3,
-        pace_after: float = 40.0,
         agents: UserAgentClassifier | None = None,
     ) -> None:
         if not 0 < deny_ratio <= 1:
@@ -134,7 +129,6 @@ class ObjectWalk:
         self.shared_agents = shared_agents
         self.client_factor = client_factor
         self.spread_ratio = spread_ratio
-        self.pace_after = pace_after
         self.agents = agents
         self._routes: dict[str, int | None] = {}
 
@@ -174,7 +168,6 @@ class ObjectWalk:
         walk.denied = walk.denied * decay + (event.status in (403, 404))
         if walk.n < 2.0:
             walk.ids = 0  # the last walk has faded: start a fresh sketch
-            walk.start = t
         if "/" in ctx.subject:
             walk.switches = walk.switches * decay + (event.client_ip != walk.host)
             walk.host = event.client_ip
@@ -218,17 +211,11 @@ class ObjectWalk:
             limit = max(limit, self.baseline_ratio * baseline.rate_mean.get() * self.tau_s)
         if shared:
             limit *= 3
-        # A young walk has not filled its window yet: judge the pace it would hold over
-        # `tau_s`, once it has read enough objects for the pace to mean something.
-        elapsed = max(0.0, ctx.now - walk.start)
-        fill = 1.0 - math.exp(-elapsed / self.tau_s)
-        pace = objects / fill if objects >= self.pace_after and fill > 0 else objects
-        if pace <= limit * 0.5:
+        if objects <= limit * 0.5:
             return None
-        score = round(min(1.0, 0.3 + 0.7 * (pace - 0.5 * limit) / (0.5 * limit)), 3)
+        score = round(min(1.0, 0.3 + 0.7 * (objects - 0.5 * limit) / (0.5 * limit)), 3)
         reason = (
-            f"{objects:.0f} distinct objects in {min(elapsed, self.tau_s):.0f} s, a pace of "
-            f"{pace:.0f} per {self.tau_s:.0f} s (limit {limit:.0f} for this client), "
-            f"{sequential:.0%} in id order"
+            f"{objects:.0f} distinct objects in ~{self.tau_s:.0f} s "
+            f"(limit {limit:.0f} for this client), {sequential:.0%} in id order"
         )
         return Signal(self.name, "scraping", score, reason)

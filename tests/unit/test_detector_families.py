@@ -301,19 +301,6 @@ def test_a_modest_held_rate_on_one_collection_is_only_tagged() -> None:
     assert decided == {"tag"}
 
 
-def test_a_young_walk_is_judged_on_its_pace() -> None:
-    """10 distinct objects/s: its window would fill to 150 in ~15 s, its pace says so in ~5."""
-    decisions = run(walk("203.0.113.11", 0, 300, 0.1, 200, sequential=False))
-    first = min(d.updated_at for d in decisions if d.action in ("challenge", "block"))
-    assert first - T0_MS <= 8_000
-    assert any("a pace of" in r for d in decisions for r in d.reasons)
-
-
-def test_a_short_burst_of_reads_is_not_a_walk_worth_a_pace() -> None:
-    """30 objects in 3 s is too little to extrapolate from."""
-    assert acting(run(walk("203.0.113.12", 0, 30, 0.1, 200, sequential=False))) == {}
-
-
 def test_one_loud_guesser_among_typos_with_its_user_agent_is_no_campaign() -> None:
     """Partners' scripts share `python-requests` and a header shape with a stuffer; their few typos
     must not be read as the stuffer's campaign."""
