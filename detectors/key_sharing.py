@@ -60,9 +60,9 @@ class KeySharing:
     networks next to its owner's few.
 
     A network the credential never used before that is reached with a client (user agent) it
-    never used either counts twice: the owner's own new address still runs the owner's client,
-    a stranger holding the key brings their own. So four strangers weigh as much as eight of the
-    owner's new addresses, and a leak is called sooner.
+    never used either counts three times: the owner's own new address still runs the owner's
+    client, a stranger holding the key brings their own. So three strangers next to a one-network
+    owner call a leak, where eight of the owner's own new addresses would be needed.
 
     A credential is judged only once it has a full period of history: a key first seen from many
     networks may as well be an app's (the consumer kinds of the simulator have both).
@@ -91,12 +91,12 @@ class KeySharing:
     ...     seen(t, f"10.1.0.{t % 3}")
     >>> sharing.score(state, SubjectContext("consumer:c7", "consumer", 900.0)) is None
     True
-    >>> for i in range(4):
+    >>> for i in range(3):
     ...     seen(900 + i, f"{20 + i}.{i * 7 % 250}.9.{i}", ua="curl/8.4.0")
-    >>> signal = sharing.score(state, SubjectContext("consumer:c7", "consumer", 904.0))
+    >>> signal = sharing.score(state, SubjectContext("consumer:c7", "consumer", 903.0))
     >>> for part in signal.reason.split("; "):
     ...     print(part)
-    credential used from 5 networks (/24) in 2 periods of 60 s, 4 of them new with a new client
+    credential used from 4 networks (/24) in 2 periods of 60 s, 3 of them new with a new client
     usually at most 1
     """
 
@@ -150,7 +150,7 @@ class KeySharing:
             return None  # an app's embedded key lives on many networks: spread says nothing
         networks = _distinct(spread.current | spread.previous)
         strangers = _distinct(spread.strangers | spread.strangers_before)
-        weight = networks + strangers
+        weight = networks + 2 * strangers
         limit = max(float(self.min_networks), self.ratio * spread.usual)
         if weight < limit:
             return None

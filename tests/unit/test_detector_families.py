@@ -268,9 +268,10 @@ def strangers(owner_s: int, n: int, ua: str) -> list[GatewayEvent]:
                     for i in range(n)]
 
 
-def test_a_key_reached_from_new_networks_by_new_clients_is_shared_after_four() -> None:
-    hit = acting(run(strangers(900, 4, "curl/8.4.0")))
+def test_a_key_reached_from_new_networks_by_new_clients_is_shared_after_three() -> None:
+    hit = acting(run(strangers(900, 3, "curl/8.4.0")))
     assert hit.get("consumer:c7") in ("challenge", "block")
+    assert acting(run(strangers(900, 2, "curl/8.4.0"))) == {}
 
 
 def test_the_owner_moving_to_new_networks_with_its_own_client_is_not_sharing() -> None:
