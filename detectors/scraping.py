@@ -28,12 +28,13 @@ class _Walk:
     """Decayed counts of one subject's object-id requests, a sketch of the ids, the client mix."""
 
     __slots__ = (
-        "agents", "denied", "host", "ids", "last_id", "n", "sequential", "switches", "ts"
+        "agents", "denied", "host", "ids", "keyed", "last_id", "n", "sequential", "switches", "ts"
     )
 
     def __init__(self) -> None:
         self.n = 0.0
         self.denied = 0.0
+        self.keyed = 0.0  # requests that carried an API key, even one the route does not check
         self.sequential = 0.0
         self.switches = 0.0  # requests from another host than the one before (ranges only)
         self.ts = 0.0
@@ -76,6 +77,9 @@ class ObjectWalk:
     scrape_rate
         Distinct ids per `tau_s` above which an anonymous client is scraping; a subject with a learned
         baseline must also exceed `baseline_ratio` times its own normal request count over `tau_s`.
+    unnamed_rate
+        The same for an address whose reads carry no API key at all (a partner's sync sends its key
+        even where the route does not check it; a scraper sends nothing).
     deny_ratio
         Share of 403/404 answers at which a walk is enumeration.
     shared_agents
@@ -112,6 +116,7 @@ class ObjectWalk:
         tau_s: float = 15.0,
         min_requests: float = 12.0,
         scrape_rate: float = 150.0,
+        unnamed_rate: float = 100.0,
         baseline_ratio: float = 4.0,
         deny_ratio: float = 0.3,
         shared_agents: int = 4,
@@ -124,6 +129,7 @@ class ObjectWalk:
         self.tau_s = tau_s
         self.min_requests = min_requests
         self.scrape_rate = scrape_rate
+        self.unnamed_rate = unnamed_rate
         self.baseline_ratio = baseline_ratio
         self.deny_ratio = deny_ratio
         self.shared_agents = shared_agents
@@ -166,6 +172,7 @@ class ObjectWalk:
         walk.ts = max(walk.ts, t)
         walk.n = walk.n * decay + 1.0
         walk.denied = walk.denied * decay + (event.status in (403, 404))
+        walk.keyed = walk.keyed * decay + (event.credential is not None)
         if walk.n < 2.0:
             walk.ids = 0  # the last walk has faded: start a fresh sketch
         if "/" in ctx.subject:
@@ -205,7 +212,14 @@ class ObjectWalk:
             return Signal(self.name, "bola_enumeration", min(1.0, score), reason)
         # An API client reading many objects is often a sync job: judge it on its own habits,
         # with a much higher bar until those are known.
-        limit = self.scrape_rate if ctx.kind == "ip" else self.scrape_rate * self.client_factor
+        if ctx.kind != "ip":
+            limit = self.scrape_rate * self.client_factor
+        elif walk.keyed * decay >= 0.5 * n:
+            limit = self.scrape_rate
+        else:
+            # Nothing names this client, not even a key its public reads do not need: the
+            # strictest limit. (A random key only buys the keyed limit, not a free pass.)
+            limit = self.unnamed_rate
         baseline = state.baseline
         if baseline is not None and baseline.windows >= 30:
             limit = max(limit, self.baseline_ratio * baseline.rate_mean.get() * self.tau_s)

@@ -349,3 +349,12 @@ def test_a_spike_on_an_apps_key_is_told_to_the_upstream_not_blocked() -> None:
                    for i in range(n)]
     decided = {d.action for d in run(events) if d.subject == "consumer:myshop-ios"}
     assert decided == {"tag"}
+
+
+def test_a_walk_naming_no_client_at_all_meets_the_strictest_limit() -> None:
+    """6 distinct objects/s: a partner's sync sending its key (unchecked on a public route) may;
+    an address that names nothing may not."""
+    unnamed = walk("203.0.113.20", 0, 360, 1 / 6, 200, sequential=True)
+    keyed = [e.model_copy(update={"credential": "hmac:partner"}) for e in unnamed]
+    assert acting(run(unnamed)).get("ip:203.0.113.20") == "challenge"
+    assert "ip:203.0.113.20" not in acting(run(keyed))
