@@ -177,7 +177,7 @@ class ObjectWalk:
         limit = self.scrape_rate if ctx.kind == "ip" else self.scrape_rate * self.client_factor
         baseline = state.baseline
         if baseline is not None and baseline.windows >= 30:
-            limit = max(limit, self.baseline_ratio * baseline.rate_mean.get() * self.tau_s)
+            limit = max(limit, self.baseline_ratio * baseline.rate_mean * self.tau_s)
         if shared:
             limit *= 3
         if objects <= limit * 0.5:

@@ -18,7 +18,7 @@ from detectors.openapi import load_spec
 from detectors.policy import Policy
 from detectors.rate import recommended_limit
 from detectors.routes import AuthRoutes
-from detectors.state import SubjectState
+from detectors.state import WINDOW_S, SubjectState
 from pipeline.config import Mode, Settings
 from pipeline.decisions import Decision
 from pipeline.events import GatewayEvent
@@ -36,6 +36,14 @@ MODEL_VERSION = "gatewatch-0.2"
 DECISION_TTL_S = {"tag": 120, "challenge": 300, "block": 600}
 CLOSE_JUDGE_MIN = 5
 _RANK = {"allow": 0, "tag": 1, "challenge": 2, "block": 3}
+# The kinds of an event's subjects in `subjects_of` order, by (has a consumer, has a credential);
+# the address range, when there is one, is an address too.
+_KINDS_BY_SHAPE = {
+    (True, True): ("consumer", "key", "ip", "ip"),
+    (True, False): ("consumer", "ip", "ip"),
+    (False, True): ("key", "ip", "ip"),
+    (False, False): ("ip", "ip"),
+}
 
 
 def range_subject(ip: str) -> str | None:
@@ -132,13 +140,30 @@ class Processor:
             kind: [d for d in self._updaters if kind in getattr(d, "kinds", (kind,))]
             for kind in ("consumer", "key", "ip")
         }
+        # Bound methods, looked up once instead of once per event and subject.
+        self._inspect_calls = [d.inspect for d in self._inspectors]  # type: ignore[attr-defined]
+        self._wants_range_calls = [d.wants_range for d in self._range_detectors]  # type: ignore[attr-defined]
+        self._update_calls = {
+            (kind, False): [d.update for d in updaters]  # type: ignore[attr-defined]
+            for kind, updaters in self._kind_updaters.items()
+        }
+        range_calls = [d.update for d in self._range_updaters]  # type: ignore[attr-defined]
+        for kind in ("consumer", "key", "ip"):
+            self._update_calls[(kind, True)] = range_calls
+        self._score_calls = {
+            (kind, False): [d.score for d in scorers] for kind, scorers in self._scorers.items()
+        }
+        range_scores = [d.score for d in self._range_detectors]
+        for kind in ("consumer", "key", "ip"):
+            self._score_calls[(kind, True)] = range_scores
+        self._evidence_calls = [(d.name, d.score) for d in self._evidence_only]
 
     def subjects_of(self, event: GatewayEvent, auth: bool) -> list[str]:
         subjects = event.subjects()
         # Some traffic is also judged per address range: a distributed login campaign spends one
         # or two attempts per address but dozens per range it rents; a scraper splits its walk
         # over the hosts of one subnet. The detectors that judge ranges say which.
-        if auth or any(d.wants_range(event) for d in self._range_detectors):
+        if auth or any(wants(event) for wants in self._wants_range_calls):
             ranged = range_subject(event.client_ip)
             if ranged is not None:
                 subjects.append(ranged)
@@ -159,47 +184,65 @@ class Processor:
         that explain each event)."""
         if wall_ms is None and not self.event_clock:
             wall_ms = int(time.time() * 1000)
-        touched: dict[str, tuple[SubjectState, str]] = {}
+        # subject -> [state, its kind, the route of its latest event in this batch]
+        touched: dict[str, list[Any]] = {}
         decisions: dict[str, Decision] = {}
         now = 0.0
+        inspect_calls = self._inspect_calls
+        update_calls = self._update_calls
+        range_names = self._range_names
+        auth_routes = self.auth_routes
+        subjects_of = self.subjects_of
+        baseline_after = self.baseline_after
+        fading_factor = self.fading_factor
         for event in events:
             t = event.ts_ms / 1000.0
-            clock_ms = event.ts_ms if wall_ms is None else wall_ms
-            auth = self.auth_routes(event.route)
-            subjects = self.subjects_of(event, auth)
-            findings = [s for d in self._inspectors if (s := d.inspect(event)) is not None]
-            for subject in subjects:
+            route = event.route
+            auth = auth_routes(route)
+            subjects = subjects_of(event, auth)
+            findings = [s for inspect in inspect_calls if (s := inspect(event)) is not None]
+            # `subjects_of` lists them in this order: consumer, key, address, address range.
+            kinds = _KINDS_BY_SHAPE[(bool(event.consumer), bool(event.credential))]
+            for subject, kind in zip(subjects, kinds):
                 known = touched.get(subject)
-                state = known[0] if known is not None else store.get(subject)
-                touched[subject] = (state, event.route)
+                if known is None:
+                    state = store.get(subject)
+                    touched[subject] = [state, kind, route]
+                else:
+                    # Already fetched in this batch: use it as is, without refreshing its place in
+                    # the store's eviction order.
+                    state = known[0]
+                    known[2] = route
                 ranged = "/" in subject
-                kind = subject.partition(":")[0]
-                updaters = self._range_updaters if ranged else self._kind_updaters.get(kind, ())
-                if updaters:
+                updates = update_calls[(kind, ranged)]
+                if updates:
                     # Before `observe`: a window this event closes is whole and not yet learned.
                     ctx = SubjectContext(subject, kind, t)
-                    for detector in updaters:
-                        detector.update(state, event, ctx)  # type: ignore[attr-defined]
-                if state.closes_window(t) and state.w_requests >= CLOSE_JUDGE_MIN:
+                    for update in updates:
+                        update(state, event, ctx)
+                if state.w_requests >= CLOSE_JUDGE_MIN and t >= state.w_start + WINDOW_S:
                     # Judge a busy window before it is learned: a flood inside one envelope must
                     # not become the baseline before any detector has seen it. (A quiet one is
                     # judged with the rest of the batch.)
-                    self._evaluate(subject, state, event.route, t, clock_ms, decisions)
+                    clock_ms = event.ts_ms if wall_ms is None else wall_ms
+                    self._evaluate(subject, kind, state, route, t, clock_ms, decisions)
                 state.observe(
                     event,
                     auth_route=auth,
-                    baseline_after=self.baseline_after,
-                    fading_factor=self.fading_factor,
+                    baseline_after=baseline_after,
+                    fading_factor=fading_factor,
                 )
                 for finding in findings:
-                    if not ranged or finding.detector in self._range_names:
+                    if not ranged or finding.detector in range_names:
                         state.note(finding.detector, finding.score, t, finding.kind, finding.reason)
-            now = max(now, t)
+            if t > now:
+                now = t
             if on_event is not None:
+                clock_ms = event.ts_ms if wall_ms is None else wall_ms
                 on_event(self._trace(event, subjects, findings, store, t, clock_ms, decisions))
         end_ms = int(now * 1000) if wall_ms is None else wall_ms
-        for subject, (state, route) in touched.items():
-            self._evaluate(subject, state, route, now, end_ms, decisions)
+        for subject, (state, kind, route) in touched.items():
+            self._evaluate(subject, kind, state, route, now, end_ms, decisions)
         return list(decisions.values())
 
     def _trace(
@@ -218,7 +261,10 @@ class Processor:
             state = store.peek(subject)
             if state is None:
                 continue
-            subject_verdict = self._evaluate(subject, state, event.route, t, clock_ms, decisions)
+            kind = subject.partition(":")[0]
+            subject_verdict = self._evaluate(
+                subject, kind, state, event.route, t, clock_ms, decisions
+            )
             if subject_verdict is None:
                 continue
             signals.extend(subject_verdict[1])
@@ -229,23 +275,25 @@ class Processor:
     def _evaluate(
         self,
         subject: str,
+        kind: str,
         state: SubjectState,
         route: str,
         now: float,
         wall_ms: int,
         out: dict[str, Decision],
     ) -> tuple[Verdict, list[Signal]] | None:
-        ctx = SubjectContext(subject, subject.partition(":")[0], now)
+        ctx = SubjectContext(subject, kind, now)
         signals: list[Signal] = []
         ranged = "/" in subject
-        for detector in self._range_detectors if ranged else self._scorers.get(ctx.kind, ()):
-            signal = detector.score(state, ctx)
+        for score in self._score_calls[(kind, ranged)]:
+            signal = score(state, ctx)
             if signal is not None:
                 signals.append(signal)
-        if state.evidence is not None and not ranged:
-            for detector in self._evidence_only:
-                if detector.name in state.evidence:
-                    signal = detector.score(state, ctx)
+        evidence = state.evidence
+        if evidence is not None and not ranged:
+            for name, score in self._evidence_calls:
+                if name in evidence:
+                    signal = score(state, ctx)
                     if signal is not None:
                         signals.append(signal)
         if state.action != "allow" and wall_ms >= state.expires_at:

@@ -165,11 +165,11 @@ def test_flood_closing_inside_a_batch_is_scored_not_learned(
         assert processor.process(second(s, 3), store, wall_ms=WALL) == []
     state = store.get("consumer:c1")
     assert state.baseline is not None
-    before = state.baseline.rate_mean.get()
+    before = state.baseline.rate_mean
 
     decisions = processor.process(second(60, 60) + second(61, 1), store, wall_ms=WALL)
 
-    assert state.baseline.rate_mean.get() == pytest.approx(before)
+    assert state.baseline.rate_mean == pytest.approx(before)
     assert "consumer:c1" in {d.subject for d in decisions}
 
 
