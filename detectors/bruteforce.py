@@ -138,6 +138,8 @@ class DistributedStuffing:
 
     name = "distributed_stuffing"
     judges_ranges = True
+    update_kinds = ("range",)
+    needs = ("memo", "evidence")
 
     def __init__(
         self,

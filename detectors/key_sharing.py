@@ -76,6 +76,7 @@ class KeySharing:
 
     name = "key_sharing"
     kinds = ("consumer", "key")
+    needs = ("memo",)
 
     def __init__(
         self, period_s: float = 60.0, min_networks: int = 8, ratio: float = 4.0, max_usual: int = 10
@@ -86,6 +87,8 @@ class KeySharing:
         self.min_networks = min_networks
         self.ratio = ratio
         self.max_usual = max_usual
+        self._last_event: GatewayEvent | None = None
+        self._last_bit = 0
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
         if ctx.kind not in self.kinds:
@@ -106,7 +109,11 @@ class KeySharing:
             spread.previous = 0 if idle else spread.current
             spread.current = 0
             spread.period_start = ctx.now
-        spread.current |= 1 << (zlib.crc32(_network(event.client_ip).encode()) % _BITS)
+        if event is not self._last_event:
+            # A consumer and its key see the same event: hash its network once.
+            self._last_event = event
+            self._last_bit = 1 << (zlib.crc32(_network(event.client_ip).encode()) % _BITS)
+        spread.current |= self._last_bit
 
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         spread = state.memo.get(self.name) if state.memo is not None else None

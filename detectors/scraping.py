@@ -86,6 +86,7 @@ class ObjectWalk:
 
     name = "object_walk"
     judges_ranges = True
+    needs = ("memo",)
 
     def __init__(
         self,
@@ -109,6 +110,8 @@ class ObjectWalk:
         self.client_factor = client_factor
         self.agents = agents
         self._routes: dict[str, bool] = {}
+        self._last_event: GatewayEvent | None = None
+        self._last_read: tuple[bool, int, int, int] | None = None
 
     def _walks(self, route: str) -> bool:
         known = self._routes.get(route)
@@ -123,33 +126,50 @@ class ObjectWalk:
         return event.consumer is None and self._walks(event.route)
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
-        if not self._walks(event.route):
+        if event is not self._last_event:
+            # Called once per subject of an event (up to four): read the event once.
+            self._last_event = event
+            self._last_read = self._read(event)
+        read = self._last_read
+        if read is None:
             return
         if ctx.kind == "ip" and event.consumer is not None:
             return  # an authenticated walk is judged on its consumer, against that one's habits
-        if self.agents is not None and self.agents.classify(event.user_agent).kind in _DECLARED:
-            return  # a declared crawler walks ids by design; `CrawlerPace` judges its pace
         memo = state.memo if state.memo is not None else {}
         state.memo = memo
         walk = memo.get(self.name)
         if walk is None:
             walk = memo[self.name] = _Walk()
         assert isinstance(walk, _Walk)
+        denied, id_bit, number, agent_bit = read
         t = ctx.now
         decay = math.exp(-max(0.0, t - walk.ts) / self.tau_s)
         walk.ts = max(walk.ts, t)
         walk.n = walk.n * decay + 1.0
-        walk.denied = walk.denied * decay + (event.status in (403, 404))
+        walk.denied = walk.denied * decay + denied
         if walk.n < 2.0:
             walk.ids = 0  # the last walk has faded: start a fresh sketch
-        found = _object_id(event.path)
-        if found is not None:
-            text, number = found
-            walk.ids |= 1 << (zlib.crc32(text.encode()) % _SKETCH_BITS)
+        if id_bit:
+            walk.ids |= id_bit
             step = number - walk.last_id if number >= 0 and walk.last_id >= 0 else 0
             walk.sequential = walk.sequential * decay + (0 < abs(step) <= 3)
             walk.last_id = number
-        walk.agents |= 1 << (zlib.crc32(event.user_agent.encode()) & 15)
+        walk.agents |= agent_bit
+
+    def _read(self, event: GatewayEvent) -> tuple[bool, int, int, int] | None:
+        """What a walk takes from one request: denied, the id's sketch bit (0 without an id), the
+        id as a number (-1 if not numeric), the user agent's bit; None when it is no walk."""
+        if not self._walks(event.route):
+            return None
+        if self.agents is not None and self.agents.classify(event.user_agent).kind in _DECLARED:
+            return None  # a declared crawler walks ids by design; `CrawlerPace` judges its pace
+        found = _object_id(event.path)
+        id_bit, number = 0, -1
+        if found is not None:
+            text, number = found
+            id_bit = 1 << (zlib.crc32(text.encode()) % _SKETCH_BITS)
+        agent_bit = 1 << (zlib.crc32(event.user_agent.encode()) & 15)
+        return event.status in (403, 404), id_bit, number, agent_bit
 
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         walk = state.memo.get(self.name) if state.memo is not None else None

@@ -295,7 +295,17 @@ class SubjectState:
     def observe(
         self, event: GatewayEvent, *, auth_route: bool, baseline_after: int, fading_factor: float
     ) -> None:
-        t = event.ts_ms / 1000.0
+        self.observe_at(event.ts_ms / 1000.0, event, auth_route, baseline_after, fading_factor)
+
+    def observe_at(
+        self,
+        t: float,
+        event: GatewayEvent,
+        auth_route: bool,
+        baseline_after: int,
+        fading_factor: float,
+    ) -> None:
+        """`observe` with the event's time in seconds already worked out (`event.ts_ms / 1000`)."""
         if t >= self.w_start + WINDOW_S:
             self._roll(t, baseline_after, fading_factor)
         self.w_requests += 1

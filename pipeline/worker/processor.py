@@ -46,12 +46,38 @@ _KINDS_BY_SHAPE = {
 }
 
 
+_ALWAYS, _MEMO, _MEMO_OR_EVIDENCE = 0, 1, 2
+
+
+def _score_plan(detector: Detector) -> tuple[str, int, Callable[..., Signal | None]]:
+    """(name, when it can say anything, its `score`), from the detector's `needs`."""
+    needs = set(getattr(detector, "needs", ()))
+    if not needs:
+        when = _ALWAYS
+    elif needs == {"memo"}:
+        when = _MEMO
+    elif needs == {"memo", "evidence"}:
+        when = _MEMO_OR_EVIDENCE
+    else:
+        raise ValueError(f"{detector.name}: unknown needs {sorted(needs)}")
+    return detector.name, when, detector.score
+
+
 def range_subject(ip: str) -> str | None:
     """The `/24` (IPv4) or `/64` (IPv6) range an address belongs to, as a subject.
 
     >>> range_subject("203.0.113.77"), range_subject("2001:db8::1"), range_subject("nope")
     ('ip:203.0.113.0/24', 'ip:2001:db8::/64', None)
     """
+    octets = ip.split(".")
+    # Most addresses are plain dotted quads: `ipaddress` takes ~5 µs to parse one, so handle
+    # exactly what it accepts as IPv4 here (1-3 ASCII digits, no leading zero, <= 255).
+    if len(octets) == 4 and all(
+        o.isascii() and o.isdigit() and len(o) <= 3 and (o[0] != "0" or len(o) == 1)
+        and int(o) <= 255
+        for o in octets
+    ):
+        return f"ip:{octets[0]}.{octets[1]}.{octets[2]}.0/24"
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -140,22 +166,27 @@ class Processor:
             kind: [d for d in self._updaters if kind in getattr(d, "kinds", (kind,))]
             for kind in ("consumer", "key", "ip")
         }
-        # Bound methods, looked up once instead of once per event and subject.
+        # What `process` and `_evaluate` call, looked up once: bound methods per subject kind and
+        # range or not, in detector order (signal order decides ties in fusion).
         self._inspect_calls = [d.inspect for d in self._inspectors]  # type: ignore[attr-defined]
         self._wants_range_calls = [d.wants_range for d in self._range_detectors]  # type: ignore[attr-defined]
-        self._update_calls = {
-            (kind, False): [d.update for d in updaters]  # type: ignore[attr-defined]
+        self._kind_update_calls = {
+            kind: [
+                d.update  # type: ignore[attr-defined]
+                for d in updaters
+                if kind in getattr(d, "update_kinds", (kind,))
+            ]
             for kind, updaters in self._kind_updaters.items()
         }
-        range_calls = [d.update for d in self._range_updaters]  # type: ignore[attr-defined]
-        for kind in ("consumer", "key", "ip"):
-            self._update_calls[(kind, True)] = range_calls
-        self._score_calls = {
-            (kind, False): [d.score for d in scorers] for kind, scorers in self._scorers.items()
+        self._range_update_calls = [
+            d.update  # type: ignore[attr-defined]
+            for d in self._range_updaters
+            if "range" in getattr(d, "update_kinds", ("range",))
+        ]
+        self._kind_score_plans = {
+            kind: [_score_plan(d) for d in scorers] for kind, scorers in self._scorers.items()
         }
-        range_scores = [d.score for d in self._range_detectors]
-        for kind in ("consumer", "key", "ip"):
-            self._score_calls[(kind, True)] = range_scores
+        self._range_score_plan = [_score_plan(d) for d in self._range_detectors]
         self._evidence_calls = [(d.name, d.score) for d in self._evidence_only]
 
     def subjects_of(self, event: GatewayEvent, auth: bool) -> list[str]:
@@ -163,7 +194,13 @@ class Processor:
         # Some traffic is also judged per address range: a distributed login campaign spends one
         # or two attempts per address but dozens per range it rents; a scraper splits its walk
         # over the hosts of one subnet. The detectors that judge ranges say which.
-        if auth or any(wants(event) for wants in self._wants_range_calls):
+        wants_range = auth
+        if not wants_range:
+            for wants in self._wants_range_calls:
+                if wants(event):
+                    wants_range = True
+                    break
+        if wants_range:
             ranged = range_subject(event.client_ip)
             if ranged is not None:
                 subjects.append(ranged)
@@ -189,24 +226,26 @@ class Processor:
         decisions: dict[str, Decision] = {}
         now = 0.0
         inspect_calls = self._inspect_calls
-        update_calls = self._update_calls
+        subjects_of = self.subjects_of
+        kind_update_calls = self._kind_update_calls
+        range_update_calls = self._range_update_calls
         range_names = self._range_names
         auth_routes = self.auth_routes
-        subjects_of = self.subjects_of
         baseline_after = self.baseline_after
         fading_factor = self.fading_factor
+        get_state = store.get
         for event in events:
             t = event.ts_ms / 1000.0
             route = event.route
             auth = auth_routes(route)
             subjects = subjects_of(event, auth)
-            findings = [s for inspect in inspect_calls if (s := inspect(event)) is not None]
             # `subjects_of` lists them in this order: consumer, key, address, address range.
             kinds = _KINDS_BY_SHAPE[(bool(event.consumer), bool(event.credential))]
+            findings = [s for inspect in inspect_calls if (s := inspect(event)) is not None]
             for subject, kind in zip(subjects, kinds):
                 known = touched.get(subject)
                 if known is None:
-                    state = store.get(subject)
+                    state = get_state(subject)
                     touched[subject] = [state, kind, route]
                 else:
                     # Already fetched in this batch: use it as is, without refreshing its place in
@@ -214,7 +253,7 @@ class Processor:
                     state = known[0]
                     known[2] = route
                 ranged = "/" in subject
-                updates = update_calls[(kind, ranged)]
+                updates = range_update_calls if ranged else kind_update_calls[kind]
                 if updates:
                     # Before `observe`: a window this event closes is whole and not yet learned.
                     ctx = SubjectContext(subject, kind, t)
@@ -226,15 +265,13 @@ class Processor:
                     # judged with the rest of the batch.)
                     clock_ms = event.ts_ms if wall_ms is None else wall_ms
                     self._evaluate(subject, kind, state, route, t, clock_ms, decisions)
-                state.observe(
-                    event,
-                    auth_route=auth,
-                    baseline_after=baseline_after,
-                    fading_factor=fading_factor,
-                )
-                for finding in findings:
-                    if not ranged or finding.detector in range_names:
-                        state.note(finding.detector, finding.score, t, finding.kind, finding.reason)
+                state.observe_at(t, event, auth, baseline_after, fading_factor)
+                if findings:
+                    for finding in findings:
+                        if not ranged or finding.detector in range_names:
+                            state.note(
+                                finding.detector, finding.score, t, finding.kind, finding.reason
+                            )
             if t > now:
                 now = t
             if on_event is not None:
@@ -285,11 +322,17 @@ class Processor:
         ctx = SubjectContext(subject, kind, now)
         signals: list[Signal] = []
         ranged = "/" in subject
-        for score in self._score_calls[(kind, ranged)]:
+        memo = state.memo
+        evidence = state.evidence
+        for name, needs, score in self._range_score_plan if ranged else self._kind_score_plans[kind]:
+            if needs and not (
+                (memo is not None and name in memo)
+                or (needs == _MEMO_OR_EVIDENCE and evidence is not None and name in evidence)
+            ):
+                continue  # nothing of its own on this subject: its score would be None
             signal = score(state, ctx)
             if signal is not None:
                 signals.append(signal)
-        evidence = state.evidence
         if evidence is not None and not ranged:
             for name, score in self._evidence_calls:
                 if name in evidence:

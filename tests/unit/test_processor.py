@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
+import random
+
 import pydantic
 import pytest
 
 from detectors import AuthRoutes, Fusion, default_detectors
 from pipeline.decisions import Decision
 from pipeline.events import GatewayEvent
-from pipeline.worker.processor import DECISION_TTL_S, MODEL_VERSION, Processor, StateStore
+from pipeline.worker.processor import (
+    DECISION_TTL_S,
+    MODEL_VERSION,
+    Processor,
+    StateStore,
+    range_subject,
+)
 from tests.unit.conftest import T0_MS, make_event
 
 WALL = 1_800_000_000_000  # decision clock, independent of event time
@@ -255,3 +264,32 @@ def test_decision_from_redis_validates() -> None:
     fields["score"] = "0.5"
     del fields["reasons"]
     assert Decision.from_redis(fields).reasons == []
+
+
+def _range_by_ipaddress(ip: str) -> str | None:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    prefix = 24 if addr.version == 4 else 64
+    return f"ip:{ipaddress.ip_network(f'{addr}/{prefix}', strict=False)}"
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "203.0.113.77", "0.0.0.0", "255.255.255.255", "10.0.0.01", "010.1.1.1", "256.1.1.1",
+        "1.2.3", "1.2.3.4.5", "1..3.4", "1.2.3.4 ", " 1.2.3.4", "1.2.3.٤", "1.2.3.²", "1.2.3.0004",
+        "1.2.3.-4", "+1.2.3.4", "1.2.3.4/24", "2001:db8::1", "::ffff:1.2.3.4", "::1", "", "nope",
+    ],
+)  # fmt: skip
+def test_range_subject_is_what_ipaddress_says(ip: str) -> None:
+    assert range_subject(ip) == _range_by_ipaddress(ip)
+
+
+def test_range_subject_agrees_with_ipaddress_on_random_quads() -> None:
+    rng = random.Random(3)
+    parts = ["0", "00", "7", "07", "99", "255", "256", "300", "1000", "", "a", "1e", " 5"]
+    for _ in range(5_000):
+        ip = ".".join(rng.choice(parts + [str(rng.randint(0, 255))]) for _ in range(4))
+        assert range_subject(ip) == _range_by_ipaddress(ip), ip
