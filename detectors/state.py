@@ -199,16 +199,25 @@ class Baseline:
 class Evidence:
     """Decayed sum of one detector's per-request findings about a subject, and the last reason.
 
-    >>> e = Evidence()
+    A subject's evidence from several detectors is a short chain (`next`), and its first link
+    answers `get(detector)` and `detector in` for the whole chain: most subjects with evidence
+    have it from one detector, and a dict of one entry cost twice this object.
+
+    >>> e = Evidence("injection")
     >>> e.add(0.5, 10.0, "sqli", "UNION SELECT in ?q")
     >>> e.add(0.5, 10.0, "sqli", "OR 1=1 in ?id")
     >>> round(e.value(10.0), 3), round(e.value(10.0 + EVIDENCE_TAU_S), 3), e.hits
     (1.0, 0.368, 2)
+    >>> chain = Evidence("probing", e)
+    >>> chain.get("injection") is e, "probing" in chain, chain.get("bot_ua")
+    (True, True, None)
     """
 
-    __slots__ = ("hits", "kind", "reason", "total", "ts")
+    __slots__ = ("detector", "hits", "kind", "next", "reason", "total", "ts")
 
-    def __init__(self) -> None:
+    def __init__(self, detector: str = "", next: Evidence | None = None) -> None:
+        self.detector = detector
+        self.next = next
         self.total = 0.0
         self.ts = 0.0
         self.hits = 0
@@ -216,7 +225,9 @@ class Evidence:
         self.reason = ""
 
     def add(self, weight: float, t: float, kind: str, reason: str) -> None:
-        self.total = self.value(t) + weight
+        # The first finding's total is its weight (0 decayed plus it): keep the finding's float
+        # rather than a copy, a saving that matters for a million one-shot addresses.
+        self.total = self.value(t) + weight if self.hits else float(weight)
         self.ts = max(self.ts, t)
         self.hits += 1
         self.kind = kind
@@ -224,6 +235,18 @@ class Evidence:
 
     def value(self, now: float) -> float:
         return self.total * math.exp(-max(0.0, now - self.ts) / EVIDENCE_TAU_S)
+
+    def get(self, detector: str) -> Evidence | None:
+        """This chain's evidence from `detector`, if any."""
+        link: Evidence | None = self
+        while link is not None:
+            if link.detector == detector:
+                return link
+            link = link.next
+        return None
+
+    def __contains__(self, detector: object) -> bool:
+        return isinstance(detector, str) and self.get(detector) is not None
 
 
 class SubjectState:
@@ -243,7 +266,6 @@ class SubjectState:
         "prev_requests",
         "sustained",
         "sustained_ts",
-        "score",
         "w_auth",
         "w_auth_fail",
         "w_errors",
@@ -276,20 +298,17 @@ class SubjectState:
         # Set by scoring: do not learn the current window; last decision written for this subject.
         self.flagged = False
         self.action = "allow"
-        self.score = 0.0
         self.decided_at = 0.0
         self.expires_at = 0.0
         # Allocated on first use, so a subject nobody finds anything about pays nothing for them.
-        self.evidence: dict[str, Evidence] | None = None
+        self.evidence: Evidence | None = None  # a chain, one link per detector (see `Evidence`)
         self.memo: dict[str, object] | None = None
 
     def note(self, detector: str, weight: float, t: float, kind: str, reason: str) -> None:
         """Keep a per-request finding of `detector` as evidence about this subject."""
-        if self.evidence is None:
-            self.evidence = {}
-        found = self.evidence.get(detector)
+        found = self.evidence.get(detector) if self.evidence is not None else None
         if found is None:
-            found = self.evidence[detector] = Evidence()
+            found = self.evidence = Evidence(detector, self.evidence)
         found.add(weight, t, kind, reason)
 
     def observe(

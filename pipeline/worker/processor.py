@@ -362,7 +362,7 @@ class Processor:
         if not (escalates or half_life_passed):
             return None
         ttl_ms = DECISION_TTL_S[action] * 1000
-        state.action, state.score = action, verdict.score
+        state.action = action
         state.decided_at, state.expires_at = wall_ms, wall_ms + ttl_ms
         return Decision(
             subject=subject,
