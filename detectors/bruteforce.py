@@ -63,6 +63,8 @@ class BruteForce:
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         if is_range(ctx.subject):
             return None  # a range is many clients: `DistributedStuffing` judges it
+        if state.auth_failures < self.min_failures:
+            return None  # decayed, they can only be fewer
         attempts, failures = state.decayed_auth(ctx.now)
         if failures < self.min_failures:
             return None

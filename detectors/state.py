@@ -335,7 +335,8 @@ class SubjectState:
         status = event.status
         if status >= 400:
             self.w_errors += 1
-        self.w_paths |= _route_bit(event.route)
+        route = event.route
+        self.w_paths |= _ROUTE_BITS.get(route) or _route_bit(route)
         self.w_latency += event.latency_ms
         if auth_route and event.method != "GET":
             failed = status in (401, 403)

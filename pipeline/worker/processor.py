@@ -233,7 +233,8 @@ class Processor:
         auth_routes = self.auth_routes
         baseline_after = self.baseline_after
         fading_factor = self.fading_factor
-        get_state = store.get
+        states = store._states
+        max_subjects = store.max_subjects
         for event in events:
             t = event.ts_ms / 1000.0
             route = event.route
@@ -245,7 +246,14 @@ class Processor:
             for subject, kind in zip(subjects, kinds):
                 known = touched.get(subject)
                 if known is None:
-                    state = get_state(subject)
+                    # `store.get`, inline: it runs for every subject of every event.
+                    state = states.get(subject)
+                    if state is None:
+                        state = states[subject] = SubjectState()
+                        if len(states) > max_subjects:
+                            states.popitem(last=False)
+                    else:
+                        states.move_to_end(subject)
                     touched[subject] = [state, kind, route]
                 else:
                     # Already fetched in this batch: use it as is, without refreshing its place in
