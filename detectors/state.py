@@ -328,10 +328,12 @@ class SubjectState:
         if t >= self.w_start + WINDOW_S:
             self._roll(t, baseline_after, fading_factor)
         self.w_requests += 1
-        if t > self.sustained_ts:
-            self.sustained *= math.exp((self.sustained_ts - t) / SUSTAINED_TAU_S)
+        last = self.sustained_ts
+        if t > last:
+            self.sustained = self.sustained * math.exp((last - t) / SUSTAINED_TAU_S) + 1.0
             self.sustained_ts = t
-        self.sustained += 1.0
+        else:
+            self.sustained += 1.0
         status = event.status
         if status >= 400:
             self.w_errors += 1

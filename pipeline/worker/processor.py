@@ -187,6 +187,13 @@ class Processor:
             kind: [_score_plan(d) for d in scorers] for kind, scorers in self._scorers.items()
         }
         self._range_score_plan = [_score_plan(d) for d in self._range_detectors]
+        self._kind_plain_calls = {
+            kind: [score for _, needs, score in plan if needs == _ALWAYS]
+            for kind, plan in self._kind_score_plans.items()
+        }
+        self._range_plain_calls = [
+            score for _, needs, score in self._range_score_plan if needs == _ALWAYS
+        ]
         self._evidence_calls = [(d.name, d.score) for d in self._evidence_only]
 
     def subjects_of(self, event: GatewayEvent, auth: bool) -> list[str]:
@@ -332,15 +339,23 @@ class Processor:
         ranged = "/" in subject
         memo = state.memo
         evidence = state.evidence
-        for name, needs, score in self._range_score_plan if ranged else self._kind_score_plans[kind]:
-            if needs and not (
-                (memo is not None and name in memo)
-                or (needs == _MEMO_OR_EVIDENCE and evidence is not None and name in evidence)
-            ):
-                continue  # nothing of its own on this subject: its score would be None
-            signal = score(state, ctx)
-            if signal is not None:
-                signals.append(signal)
+        if memo is None and evidence is None:
+            # Only detectors reading the shared counters can say anything (and in the same order).
+            for score in self._range_plain_calls if ranged else self._kind_plain_calls[kind]:
+                signal = score(state, ctx)
+                if signal is not None:
+                    signals.append(signal)
+        else:
+            plan = self._range_score_plan if ranged else self._kind_score_plans[kind]
+            for name, needs, score in plan:
+                if needs and not (
+                    (memo is not None and name in memo)
+                    or (needs == _MEMO_OR_EVIDENCE and evidence is not None and name in evidence)
+                ):
+                    continue  # nothing of its own on this subject: its score would be None
+                signal = score(state, ctx)
+                if signal is not None:
+                    signals.append(signal)
         if evidence is not None and not ranged:
             for name, score in self._evidence_calls:
                 if name in evidence:
