@@ -4,8 +4,9 @@ Two tiers keep memory bounded under a million-IP attack:
 
 - every subject has a few counters (`__slots__`, no dict): the current and previous 1-second window
   and decayed login-failure counters;
-- only a subject that keeps coming back (`baseline_after` closed windows) gets a `Baseline` of River
-  exponentially-weighted statistics. A one-shot IP never pays for it.
+- only a subject that keeps coming back (`baseline_after` closed windows) gets a `Baseline` of
+  exponentially weighted statistics (River's arithmetic, in plain floats). A one-shot IP never pays
+  for it.
 
 A window that a detector flagged is not learned from, so an attacker cannot teach the baseline that
 their own flood is normal.

@@ -6,6 +6,7 @@ Workers, the benchmark and offline replay (`gatewatch replay` / `evaluate`) all 
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 from pathlib import Path
 from collections import OrderedDict
@@ -47,6 +48,8 @@ _KINDS_BY_SHAPE = {
 
 
 _ALWAYS, _MEMO, _MEMO_OR_EVIDENCE = 0, 1, 2
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
 
 
 def _score_plan(detector: Detector) -> tuple[str, int, Callable[..., Signal | None]]:
@@ -69,15 +72,10 @@ def range_subject(ip: str) -> str | None:
     >>> range_subject("203.0.113.77"), range_subject("2001:db8::1"), range_subject("nope")
     ('ip:203.0.113.0/24', 'ip:2001:db8::/64', None)
     """
-    octets = ip.split(".")
-    # Most addresses are plain dotted quads: `ipaddress` takes ~5 µs to parse one, so handle
-    # exactly what it accepts as IPv4 here (1-3 ASCII digits, no leading zero, <= 255).
-    if len(octets) == 4 and all(
-        o.isascii() and o.isdigit() and len(o) <= 3 and (o[0] != "0" or len(o) == 1)
-        and int(o) <= 255
-        for o in octets
-    ):
-        return f"ip:{octets[0]}.{octets[1]}.{octets[2]}.0/24"
+    # Most addresses are plain dotted quads, which `ipaddress` takes ~5 µs to parse: match exactly
+    # what it accepts as IPv4 (ASCII digits, no leading zero, <= 255) and cut at the last dot.
+    if _DOTTED_QUAD.fullmatch(ip):
+        return f"ip:{ip[: ip.rindex('.')]}.0/24"
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -169,7 +167,9 @@ class Processor:
         # What `process` and `_evaluate` call, looked up once: bound methods per subject kind and
         # range or not, in detector order (signal order decides ties in fusion).
         self._inspect_calls = [d.inspect for d in self._inspectors]  # type: ignore[attr-defined]
-        self._wants_range_calls = [d.wants_range for d in self._range_detectors]  # type: ignore[attr-defined]
+        self._wants_range_calls = [
+            d.wants_range for d in self._range_detectors  # type: ignore[attr-defined]
+        ]
         self._kind_update_calls = {
             kind: [
                 d.update  # type: ignore[attr-defined]
