@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 
 from detectors import Fusion, default_detectors  # noqa: E402
 from pipeline import envelopes  # noqa: E402
-from pipeline.cli import WORKER_GC_THRESHOLDS  # noqa: E402
 from pipeline.config import Settings, to_environment  # noqa: E402
 from pipeline.decisions import RedisDecisions  # noqa: E402
 from pipeline.demo.traffic import TrafficModel  # noqa: E402
@@ -42,7 +41,7 @@ from pipeline.ingest.kong import KongParser  # noqa: E402
 from pipeline.ingest.redaction import Redactor  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
 from pipeline.stack import EmbeddedStack, free_port, stop_process  # noqa: E402
-from pipeline.worker.processor import Processor, StateStore  # noqa: E402
+from pipeline.worker.processor import GC_THRESHOLDS, Processor, StateStore  # noqa: E402
 
 PARTITIONS = 4
 ENVELOPE = 500
@@ -81,7 +80,7 @@ def processor_eps(events: list[GatewayEvent]) -> float:
             envelopes.partition_for(e.partition_subject(), PARTITIONS), []
         ).append(e)
     thresholds = gc.get_threshold()
-    gc.set_threshold(*WORKER_GC_THRESHOLDS)
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         start = time.perf_counter()
         for p, evs in by_partition.items():

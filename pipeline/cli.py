@@ -25,8 +25,6 @@ from pipeline.logs import configure_logging
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
-# Young-generation allocations between collections, and the two older generations' ratios.
-WORKER_GC_THRESHOLDS = (100_000, 50, 100)
 
 
 @app.command()
@@ -157,6 +155,7 @@ def worker(
 
     from pipeline.kafka import ensure_topics
     from pipeline.worker.app import create_worker_app
+    from pipeline.worker.processor import GC_THRESHOLDS
 
     configure_logging()
     settings = Settings()
@@ -164,13 +163,10 @@ def worker(
         settings.web_port = web_port
     asyncio.run(ensure_topics(settings))
     faust_app = create_worker_app(settings)
-    # Decoding and detecting allocate several short-lived containers per event, and CPython's
-    # default collector then ran a young pass every few hundred events and, every few dozen, an
-    # older one over the subjects' states: about a third of a worker's CPU (bench/throughput.py),
-    # for garbage reference counting frees anyway (the detection step builds no cycles). Collect
-    # far less often, and never again look at what start-up built (modules, Faust, detector tables).
+    # Collect far less often (see GC_THRESHOLDS), and never again look at what start-up built
+    # (modules, Faust, the detectors' tables): it lives as long as the process.
     gc.freeze()
-    gc.set_threshold(*WORKER_GC_THRESHOLDS)
+    gc.set_threshold(*GC_THRESHOLDS)
     faust_worker = Worker(faust_app, loglevel="warning", quiet=True)
     if not sys.stdout.isatty():
         faust_worker.spinner = None  # its cursor escape codes would end up in log files
