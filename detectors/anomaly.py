@@ -67,6 +67,7 @@ class BehaviourAnomaly:
     """
 
     name = "anomaly"
+    needs = ("memo",)
 
     def __init__(
         self,

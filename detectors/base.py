@@ -16,6 +16,14 @@ Three shapes, one protocol each, all optional except `score`:
 Address ranges (`ip:a.b.c.0/24`) are judged only by detectors that set `judges_ranges = True`:
 a range is many clients, and one client's behaviour must not condemn it. Such a detector also says,
 with `wants_range(event)`, which requests its ranges are made of (logins, anonymous object reads).
+
+Two optional attributes let the processor skip calls that cannot do anything (it makes several per
+event, for up to four subjects each):
+
+- `update_kinds`: the subject kinds `update` learns for, `"range"` for address ranges (default:
+  every kind it judges);
+- `needs`: `("memo",)` when `score` says nothing about a subject without an entry of its own in
+  `state.memo`; `("memo", "evidence")` when an entry in either will do.
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ class Signal:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per subject of every event, and a frozen dataclass is four times
+# slower to build. Detectors read it and never change it.
+@dataclass(slots=True)
 class SubjectContext:
     subject: str
     kind: str  # consumer | key | ip

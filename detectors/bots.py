@@ -238,6 +238,7 @@ class BrowserMimicry:
     name = "bot_behaviour"
     # Only anonymous clients claim to be people: see `_anonymous`.
     kinds = ("ip",)
+    needs = ("memo",)
 
     def __init__(
         self,
@@ -528,6 +529,7 @@ class CrawlerPace:
 
     name = "crawler_pace"
     kinds = ("ip",)
+    needs = ("memo",)
 
     def __init__(
         self,
@@ -552,17 +554,16 @@ class CrawlerPace:
         if not _anonymous(event):
             return
         found = self.classifier.classify(event.user_agent)
+        if found.kind != BULK_CRAWLER:
+            # No memory for other clients, and those behind a crawler's address do not speed it up.
+            return
         memo = state.memo.get(self.name) if state.memo is not None else None
         t = event.ts_ms / 1000.0
         if not isinstance(memo, _Pace):
-            if found.kind != BULK_CRAWLER:
-                return
             if state.memo is None:
                 state.memo = {}
             state.memo[self.name] = _Pace(t, found.name)
             return
-        if found.kind != BULK_CRAWLER:
-            return  # other clients behind the same address do not speed the crawler up
         gap = t - memo.last_t
         if gap < 0:
             return

@@ -54,6 +54,7 @@ class BruteForce:
     """
 
     name = "bruteforce"
+    update_kinds = ("consumer", "key")  # `update` learns the addresses credentials log in from
 
     def __init__(
         self,
@@ -84,6 +85,8 @@ class BruteForce:
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         if is_range(ctx.subject):
             return None  # a range is many clients: `DistributedStuffing` judges it
+        if state.auth_failures < self.min_failures:
+            return None  # decayed, they can only be fewer
         if ctx.kind != "ip" and state.memo is not None and self.name in state.memo:
             logged_in_from = _distinct(int(state.memo[self.name]))  # type: ignore[call-overload]
             if logged_in_from >= self.shared_addresses:
@@ -181,6 +184,8 @@ class DistributedStuffing:
     judges_ranges = True
     # Addresses and ranges only: a campaign riding on an app's key is thousands of users' key.
     kinds = ("ip",)
+    update_kinds = ("range",)
+    needs = ("memo", "evidence")
 
     def __init__(
         self,

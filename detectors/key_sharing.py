@@ -102,6 +102,7 @@ class KeySharing:
 
     name = "key_sharing"
     kinds = ("consumer", "key")
+    needs = ("memo",)
 
     def __init__(
         self, period_s: float = 60.0, min_networks: int = 8, ratio: float = 4.0, max_usual: int = 10

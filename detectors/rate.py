@@ -44,8 +44,8 @@ def recommended_limit(
     """
     if baseline is None or baseline.windows < warmup_windows:
         return None
-    std = math.sqrt(max(0.0, baseline.rate_var.get()))
-    return max(floor, math.ceil((baseline.rate_mean.get() + _P99_Z * std) * factor))
+    std = math.sqrt(max(0.0, baseline.rate_var))
+    return max(floor, math.ceil((baseline.rate_mean + _P99_Z * std) * factor))
 
 
 class RateAnomaly:
@@ -97,6 +97,7 @@ class RateAnomaly:
     """
 
     name = "rate"
+    update_kinds = ("consumer", "key")  # `update` follows credentials' routes and networks
 
     def __init__(
         self,
@@ -174,13 +175,13 @@ class RateAnomaly:
             limit = self.cold_limit
             basis = "no baseline yet"
         else:
-            mean = baseline.rate_mean.get()
-            std = math.sqrt(max(0.0, baseline.rate_var.get()))
+            mean = baseline.rate_mean
+            std = math.sqrt(max(0.0, baseline.rate_var))
             limit = max(mean + self.sigmas * std, self.ratio * mean, self.min_rate)
             basis = f"baseline {mean:.1f}±{std:.1f}/s"
             if baseline.windows >= self.slow_windows:
                 # A slow ramp drags the fast baseline along; the slow one keeps the older normal.
-                slow = baseline.rate_slow.get()
+                slow = baseline.rate_slow
                 slow_limit = max(self.slow_ratio * slow, self.min_rate)
                 if slow_limit < limit:
                     limit = slow_limit
@@ -204,8 +205,8 @@ class RateAnomaly:
             # public catalogue): held rates are judged for the credentials behind the traffic.
             return None
         rate = state.sustained_rate(ctx.now)
-        usual = baseline.rate_slow.get() if baseline.windows >= self.slow_windows else (
-            baseline.rate_mean.get()
+        usual = baseline.rate_slow if baseline.windows >= self.slow_windows else (
+            baseline.rate_mean
         )
         limit = max(self.sustained_min, self.sustained_ratio * usual)
         if rate <= limit:

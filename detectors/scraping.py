@@ -110,6 +110,7 @@ class ObjectWalk:
 
     name = "object_walk"
     judges_ranges = True
+    needs = ("memo",)
 
     def __init__(
         self,
@@ -222,7 +223,7 @@ class ObjectWalk:
             limit = self.unnamed_rate
         baseline = state.baseline
         if baseline is not None and baseline.windows >= 30:
-            limit = max(limit, self.baseline_ratio * baseline.rate_mean.get() * self.tau_s)
+            limit = max(limit, self.baseline_ratio * baseline.rate_mean * self.tau_s)
         if shared:
             limit *= 3
         if objects <= limit * 0.5:

@@ -126,6 +126,7 @@ class SpecDrift:
     """
 
     name = "spec_drift"
+    needs = ("memo",)
 
     def __init__(
         self,

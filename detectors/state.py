@@ -4,8 +4,9 @@ Two tiers keep memory bounded under a million-IP attack:
 
 - every subject has a few counters (`__slots__`, no dict): the current and previous 1-second window
   and decayed login-failure counters;
-- only a subject that keeps coming back (`baseline_after` closed windows) gets a `Baseline` of River
-  exponentially-weighted statistics. A one-shot IP never pays for it.
+- only a subject that keeps coming back (`baseline_after` closed windows) gets a `Baseline` of
+  exponentially weighted statistics (River's arithmetic, in plain floats). A one-shot IP never pays
+  for it.
 
 A window that a detector flagged is not learned from, so an attacker cannot teach the baseline that
 their own flood is normal.
@@ -16,8 +17,6 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-
-from river import stats
 
 from pipeline.events import GatewayEvent
 
@@ -41,6 +40,21 @@ SUSTAINED_TAU_S = 5.0
 EVIDENCE_TAU_S = 300.0
 
 
+# Route template -> its bit in a window's path bitmap, bounded like the other per-route caches.
+_ROUTE_BITS: dict[str, int] = {}
+_MAX_ROUTE_BITS = 100_000
+
+
+def _route_bit(route: str) -> int:
+    bit = _ROUTE_BITS.get(route)
+    if bit is None:
+        # crc32, not hash(): string hashes change per process and replays must be reproducible.
+        bit = 1 << (zlib.crc32(route.encode()) & 63)
+        if len(_ROUTE_BITS) < _MAX_ROUTE_BITS:
+            _ROUTE_BITS[route] = bit
+    return bit
+
+
 @dataclass(frozen=True, slots=True)
 class WindowFeatures:
     requests: int
@@ -55,50 +69,92 @@ def _unit(x: float, low: float, high: float) -> float:
 
 
 class Baseline:
-    """A subject's normal behaviour per 1-second window, as River exponentially-weighted stats.
+    """A subject's normal behaviour per 1-second window, as exponentially weighted means.
+
+    The same numbers as River's `stats.EWMean` / `stats.EWVar` (the first value is taken as is,
+    then `mean = a * x + (1 - a) * mean`; the variance is the mean of squares minus the squared
+    mean), held as plain floats: a River statistic is a Python wrapper around a Rust object, and a
+    baseline of seven of them cost more memory than the rest of a subject's state.
 
     >>> b = Baseline(fading_factor=0.5)
     >>> for n in (1, 3, 1, 3):
     ...     b.learn(WindowFeatures(n, 0.0, 0.0, 1.0, 20.0))
-    >>> round(b.rate_mean.get(), 2), round(b.rate_var.get(), 2), b.windows
+    >>> round(b.rate_mean, 2), round(b.rate_var, 2), b.windows
     (2.25, 0.94, 4)
     """
 
     __slots__ = (
         "auth_failure_ratio",
+        "busy",
         "error_ratio",
+        "fading_factor",
         "latency",
         "path_diversity",
         "rate_mean",
         "rate_slow",
-        "rate_var",
+        "rate_sq",
         "windows",
     )
 
     def __init__(self, fading_factor: float = 0.05) -> None:
-        self.rate_mean = stats.EWMean(fading_factor)
-        self.rate_var = stats.EWVar(fading_factor)
+        if not 0 <= fading_factor <= 1:
+            raise ValueError("fading_factor must be in [0, 1]")
+        self.fading_factor = fading_factor
+        self.rate_mean = 0.0
+        self.rate_sq = 0.0  # mean of squared rates, for the variance
         # A slow memory of the rate (~ten minutes of windows): an attacker ramping up a little at a
         # time teaches the fast baseline, not this one.
-        self.rate_slow = stats.EWMean(fading_factor / 25)
-        self.error_ratio = stats.EWMean(fading_factor)
-        self.auth_failure_ratio = stats.EWMean(fading_factor)
-        self.path_diversity = stats.EWMean(fading_factor)
-        self.latency = stats.EWMean(fading_factor)
+        self.rate_slow = 0.0
+        self.error_ratio = 0.0
+        self.auth_failure_ratio = 0.0
+        self.path_diversity = 0.0
+        self.latency = 0.0
         self.windows = 0
+        self.busy = False  # whether a window with requests was learned (the ratios have a value)
+
+    @property
+    def rate_var(self) -> float:
+        return self.rate_sq - self.rate_mean * self.rate_mean
 
     def learn(self, w: WindowFeatures) -> None:
-        self.rate_mean.update(w.requests)
-        self.rate_var.update(w.requests)
-        # The slow memory may grow at most 2x+1 per window learned: a ramp raises it by about
-        # e-fold per ten minutes however steep it is, a real daily rise never notices.
-        slow = self.rate_slow.get()
-        self.rate_slow.update(w.requests if self.windows == 0 else min(w.requests, 2 * slow + 1))
-        if w.requests:
-            self.error_ratio.update(w.error_ratio)
-            self.auth_failure_ratio.update(w.auth_failure_ratio)
-            self.path_diversity.update(w.path_diversity)
-            self.latency.update(w.latency_ms)
+        self.learn_window(
+            w.requests, w.error_ratio, w.auth_failure_ratio, w.path_diversity, w.latency_ms
+        )
+
+    def learn_window(
+        self,
+        requests: int,
+        error_ratio: float,
+        auth_failure_ratio: float,
+        path_diversity: float,
+        latency_ms: float,
+    ) -> None:
+        """`learn` without building a `WindowFeatures` (a subject closes one every second)."""
+        a = self.fading_factor
+        b = 1.0 - a
+        slow_a = a / 25
+        if self.windows == 0:
+            self.rate_mean = self.rate_slow = float(requests)
+            self.rate_sq = float(requests * requests)
+        else:
+            self.rate_mean = a * requests + b * self.rate_mean
+            self.rate_sq = a * (requests * requests) + b * self.rate_sq
+            # The slow memory may grow at most 2x+1 per window learned: a ramp raises it by about
+            # e-fold per ten minutes however steep it is, a real daily rise never notices.
+            slow = self.rate_slow
+            self.rate_slow = slow_a * min(requests, 2 * slow + 1) + (1.0 - slow_a) * slow
+        if requests:
+            if self.busy:
+                self.error_ratio = a * error_ratio + b * self.error_ratio
+                self.auth_failure_ratio = a * auth_failure_ratio + b * self.auth_failure_ratio
+                self.path_diversity = a * path_diversity + b * self.path_diversity
+                self.latency = a * latency_ms + b * self.latency
+            else:
+                self.error_ratio = float(error_ratio)
+                self.auth_failure_ratio = float(auth_failure_ratio)
+                self.path_diversity = float(path_diversity)
+                self.latency = float(latency_ms)
+                self.busy = True
         self.windows += 1
 
     def normalise(self, w: WindowFeatures) -> tuple[float, ...]:
@@ -113,38 +169,56 @@ class Baseline:
         >>> b.normalise(WindowFeatures(200, 0.9, 0.0, 0.2, 50.0))[:2]
         (1.0, 0.95)
         """
-        std = max(1.0, math.sqrt(max(0.0, self.rate_var.get())))
-        z = (w.requests - self.rate_mean.get()) / std
-        latency = math.log2(max(w.latency_ms, 1.0) / max(self.latency.get(), 1.0))
+        std = max(1.0, math.sqrt(max(0.0, self.rate_var)))
+        z = (w.requests - self.rate_mean) / std
+        latency = math.log2(max(w.latency_ms, 1.0) / max(self.latency, 1.0))
         return (
             _unit(z, -3.0, 10.0),
-            _unit(w.error_ratio - self.error_ratio.get(), -1.0, 1.0),
-            _unit(w.auth_failure_ratio - self.auth_failure_ratio.get(), -1.0, 1.0),
-            _unit(w.path_diversity - self.path_diversity.get(), -1.0, 1.0),
+            _unit(w.error_ratio - self.error_ratio, -1.0, 1.0),
+            _unit(w.auth_failure_ratio - self.auth_failure_ratio, -1.0, 1.0),
+            _unit(w.path_diversity - self.path_diversity, -1.0, 1.0),
             _unit(latency, -4.0, 4.0),
         )
 
     def learn_idle(self, windows: int) -> None:
-        for _ in range(min(windows, MAX_IDLE_WINDOWS)):
-            self.rate_mean.update(0)
-            self.rate_var.update(0)
-            self.rate_slow.update(0)
+        """Learn `windows` empty windows (at most MAX_IDLE_WINDOWS of them). An empty window scales
+        each rate mean by `1 - a`; multiplied once per window, as learning them one by one would,
+        so the numbers stay bit for bit those of River's statistics (a power would round apart)."""
+        idle = min(windows, MAX_IDLE_WINDOWS)
+        if idle > 0:
+            b = 1.0 - self.fading_factor
+            slow_b = 1.0 - self.fading_factor / 25
+            mean, sq, slow = self.rate_mean, self.rate_sq, self.rate_slow
+            for _ in range(idle):
+                mean *= b
+                sq *= b
+                slow *= slow_b
+            self.rate_mean, self.rate_sq, self.rate_slow = mean, sq, slow
         self.windows += windows
 
 
 class Evidence:
     """Decayed sum of one detector's per-request findings about a subject, and the last reason.
 
-    >>> e = Evidence()
+    A subject's evidence from several detectors is a short chain (`next`), and its first link
+    answers `get(detector)` and `detector in` for the whole chain: most subjects with evidence
+    have it from one detector, and a dict of one entry cost twice this object.
+
+    >>> e = Evidence("injection")
     >>> e.add(0.5, 10.0, "sqli", "UNION SELECT in ?q")
     >>> e.add(0.5, 10.0, "sqli", "OR 1=1 in ?id")
     >>> round(e.value(10.0), 3), round(e.value(10.0 + EVIDENCE_TAU_S), 3), e.hits
     (1.0, 0.368, 2)
+    >>> chain = Evidence("probing", e)
+    >>> chain.get("injection") is e, "probing" in chain, chain.get("bot_ua")
+    (True, True, None)
     """
 
-    __slots__ = ("hits", "kind", "reason", "total", "ts")
+    __slots__ = ("detector", "hits", "kind", "next", "reason", "total", "ts")
 
-    def __init__(self) -> None:
+    def __init__(self, detector: str = "", next: Evidence | None = None) -> None:
+        self.detector = detector
+        self.next = next
         self.total = 0.0
         self.ts = 0.0
         self.hits = 0
@@ -152,7 +226,9 @@ class Evidence:
         self.reason = ""
 
     def add(self, weight: float, t: float, kind: str, reason: str) -> None:
-        self.total = self.value(t) + weight
+        # The first finding's total is its weight (0 decayed plus it): keep the finding's float
+        # rather than a copy, a saving that matters for a million one-shot addresses.
+        self.total = self.value(t) + weight if self.hits else float(weight)
         self.ts = max(self.ts, t)
         self.hits += 1
         self.kind = kind
@@ -160,6 +236,18 @@ class Evidence:
 
     def value(self, now: float) -> float:
         return self.total * math.exp(-max(0.0, now - self.ts) / EVIDENCE_TAU_S)
+
+    def get(self, detector: str) -> Evidence | None:
+        """This chain's evidence from `detector`, if any."""
+        link: Evidence | None = self
+        while link is not None:
+            if link.detector == detector:
+                return link
+            link = link.next
+        return None
+
+    def __contains__(self, detector: object) -> bool:
+        return isinstance(detector, str) and self.get(detector) is not None
 
 
 class SubjectState:
@@ -179,7 +267,6 @@ class SubjectState:
         "prev_requests",
         "sustained",
         "sustained_ts",
-        "score",
         "w_auth",
         "w_auth_fail",
         "w_errors",
@@ -212,38 +299,47 @@ class SubjectState:
         # Set by scoring: do not learn the current window; last decision written for this subject.
         self.flagged = False
         self.action = "allow"
-        self.score = 0.0
         self.decided_at = 0.0
         self.expires_at = 0.0
         # Allocated on first use, so a subject nobody finds anything about pays nothing for them.
-        self.evidence: dict[str, Evidence] | None = None
+        self.evidence: Evidence | None = None  # a chain, one link per detector (see `Evidence`)
         self.memo: dict[str, object] | None = None
 
     def note(self, detector: str, weight: float, t: float, kind: str, reason: str) -> None:
         """Keep a per-request finding of `detector` as evidence about this subject."""
-        if self.evidence is None:
-            self.evidence = {}
-        found = self.evidence.get(detector)
+        found = self.evidence.get(detector) if self.evidence is not None else None
         if found is None:
-            found = self.evidence[detector] = Evidence()
+            found = self.evidence = Evidence(detector, self.evidence)
         found.add(weight, t, kind, reason)
 
     def observe(
         self, event: GatewayEvent, *, auth_route: bool, baseline_after: int, fading_factor: float
     ) -> None:
-        t = event.ts_ms / 1000.0
+        self.observe_at(event.ts_ms / 1000.0, event, auth_route, baseline_after, fading_factor)
+
+    def observe_at(
+        self,
+        t: float,
+        event: GatewayEvent,
+        auth_route: bool,
+        baseline_after: int,
+        fading_factor: float,
+    ) -> None:
+        """`observe` with the event's time in seconds already worked out (`event.ts_ms / 1000`)."""
         if t >= self.w_start + WINDOW_S:
             self._roll(t, baseline_after, fading_factor)
         self.w_requests += 1
-        if t > self.sustained_ts:
-            self.sustained *= math.exp((self.sustained_ts - t) / SUSTAINED_TAU_S)
+        last = self.sustained_ts
+        if t > last:
+            self.sustained = self.sustained * math.exp((last - t) / SUSTAINED_TAU_S) + 1.0
             self.sustained_ts = t
-        self.sustained += 1.0
+        else:
+            self.sustained += 1.0
         status = event.status
         if status >= 400:
             self.w_errors += 1
-        # crc32, not hash(): string hashes change per process and replays must be reproducible.
-        self.w_paths |= 1 << (zlib.crc32(event.route.encode()) & 63)
+        route = event.route
+        self.w_paths |= _ROUTE_BITS.get(route) or _route_bit(route)
         self.w_latency += event.latency_ms
         if auth_route and event.method != "GET":
             failed = status in (401, 403)
@@ -274,19 +370,26 @@ class SubjectState:
         return self.auth_attempts * decay, self.auth_failures * decay
 
     def _roll(self, t: float, baseline_after: int, fading_factor: float) -> None:
-        if self.w_requests:
-            closed = self._features()
+        n = self.w_requests
+        if n:
             self.windows_seen += 1
-            if self.baseline is None and self.windows_seen >= baseline_after:
-                self.baseline = Baseline(fading_factor)
+            baseline = self.baseline
+            if baseline is None and self.windows_seen >= baseline_after:
+                baseline = self.baseline = Baseline(fading_factor)
             # Windows scored risky, or seen under a standing decision, are never learned.
-            if self.baseline is not None and not self.flagged and self.action == "allow":
+            if baseline is not None and not self.flagged and self.action == "allow":
+                baseline.learn_window(
+                    n,
+                    self.w_errors / n,
+                    self.w_auth_fail / self.w_auth if self.w_auth else 0.0,
+                    self.w_paths.bit_count() / n,
+                    self.w_latency / n,
+                )
                 idle = int((t - self.w_start) // WINDOW_S) - 1
-                self.baseline.learn(closed)
                 if idle > 0:
-                    self.baseline.learn_idle(idle)
+                    baseline.learn_idle(idle)
             contiguous = t < self.w_start + 2 * WINDOW_S
-            self.prev_requests = self.w_requests if contiguous else 0
+            self.prev_requests = n if contiguous else 0
         self.w_start = t - (t % WINDOW_S)
         self.w_requests = self.w_errors = self.w_auth = self.w_auth_fail = 0
         self.w_latency = 0.0

@@ -4,6 +4,7 @@ given here override them."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
 import sys
 from pathlib import Path
@@ -154,6 +155,7 @@ def worker(
 
     from pipeline.kafka import ensure_topics
     from pipeline.worker.app import create_worker_app
+    from pipeline.worker.processor import GC_THRESHOLDS
 
     configure_logging()
     settings = Settings()
@@ -161,6 +163,10 @@ def worker(
         settings.web_port = web_port
     asyncio.run(ensure_topics(settings))
     faust_app = create_worker_app(settings)
+    # Collect far less often (see GC_THRESHOLDS), and never again look at what start-up built
+    # (modules, Faust, the detectors' tables): it lives as long as the process.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     faust_worker = Worker(faust_app, loglevel="warning", quiet=True)
     if not sys.stdout.isatty():
         faust_worker.spinner = None  # its cursor escape codes would end up in log files

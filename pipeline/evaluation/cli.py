@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from pipeline.config import Settings
 from pipeline.evaluation.replay import SOURCES, ReplayResult, parse_lines, replay
 from pipeline.evaluation.score import Scorer
 from pipeline.ingest.redaction import Redactor
-from pipeline.worker.processor import EventTrace, build_processor
+from pipeline.worker.processor import GC_THRESHOLDS, EventTrace, build_processor
 
 __all__ = ["evaluate_command", "replay_command", "run_evaluation"]
 
@@ -53,6 +54,7 @@ def replay_command(
     as_json: Annotated[bool, typer.Option("--json", help="Summary as one JSON object")] = False,
 ) -> None:
     """Replay gateway logs through the workers' detectors, in-process, on the event clock."""
+    gc.set_threshold(*GC_THRESHOLDS)
     settings = Settings()
     specs = [load_spec(p) for p in spec] if spec else None
     processor = build_processor(settings, event_clock=True, specs=specs)
@@ -129,6 +131,7 @@ def evaluate_command(
     """Simulate labelled traffic, replay it through the detectors and report recall, time to
     detect and benign false positives per 1,000 subject-hours, and the CRS corpus result."""
     console = Console(stderr=True)
+    gc.set_threshold(*GC_THRESHOLDS)
     report = run_evaluation(seed, minutes, consumers, Settings(), console)
     if as_json:
         sys.stdout.write(orjson.dumps(report).decode() + "\n")

@@ -156,7 +156,7 @@ def test_a_slow_ramp_does_not_teach_the_baseline_its_flood() -> None:
     # And nothing of the ramp was learned once it was flagged: the baselines stayed low.
     baseline = store.peek("consumer:c1").baseline
     assert baseline is not None
-    assert baseline.rate_slow.get() < 10 and baseline.rate_mean.get() < 60
+    assert baseline.rate_slow < 10 and baseline.rate_mean < 60
 
 
 def test_a_warm_consumer_gets_a_recommended_rate_limit_with_its_decision() -> None:

@@ -146,7 +146,7 @@ def test_warm_subject_steady_rate_is_normal() -> None:
     state = SubjectState()
     steady(state, 60)
     assert state.baseline is not None and state.baseline.windows >= 10
-    assert state.baseline.rate_mean.get() == pytest.approx(3.0)
+    assert state.baseline.rate_mean == pytest.approx(3.0)
     assert RateAnomaly().score(state, ctx(60.0)) is None
 
 
@@ -175,13 +175,13 @@ def _flood_then_next_window(*, flag: bool = False, action: str = "allow") -> tup
     state = SubjectState()
     steady(state, 60)
     assert state.baseline is not None
-    before = state.baseline.rate_mean.get()
+    before = state.baseline.rate_mean
     state.action = action
     burst(state, 60, 60)
     assert RateAnomaly().score(state, ctx(61.0)) is not None
     state.flagged = flag  # what the processor does with a non-allow verdict
     feed(state, 61.0)  # closes the flood window
-    return before, state.baseline.rate_mean.get()
+    return before, state.baseline.rate_mean
 
 
 def test_unflagged_flood_window_is_learned() -> None:
@@ -198,12 +198,12 @@ def test_flood_under_a_standing_block_is_not_learned() -> None:
     state = SubjectState()
     steady(state, 60)
     assert state.baseline is not None
-    before = state.baseline.rate_mean.get()
+    before = state.baseline.rate_mean
     state.action = "block"
     for second in range(60, 70):  # a sustained flood, and idle seconds after it
         burst(state, second, 60)
     feed(state, 90.0)
-    assert state.baseline.rate_mean.get() == pytest.approx(before)
+    assert state.baseline.rate_mean == pytest.approx(before)
 
 
 def test_flagged_flag_lasts_one_window() -> None:

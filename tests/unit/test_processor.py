@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
+import random
+
 import pydantic
 import pytest
 
-from detectors import AuthRoutes, Fusion, default_detectors
+from detectors import AuthRoutes, Fusion, SubjectContext, default_detectors
+from detectors.state import SubjectState
 from pipeline.decisions import Decision
 from pipeline.events import GatewayEvent
-from pipeline.worker.processor import DECISION_TTL_S, MODEL_VERSION, Processor, StateStore
+from pipeline.worker.processor import (
+    DECISION_TTL_S,
+    MODEL_VERSION,
+    Processor,
+    StateStore,
+    range_subject,
+)
 from tests.unit.conftest import T0_MS, make_event
 
 WALL = 1_800_000_000_000  # decision clock, independent of event time
@@ -165,11 +175,11 @@ def test_flood_closing_inside_a_batch_is_scored_not_learned(
         assert processor.process(second(s, 3), store, wall_ms=WALL) == []
     state = store.get("consumer:c1")
     assert state.baseline is not None
-    before = state.baseline.rate_mean.get()
+    before = state.baseline.rate_mean
 
     decisions = processor.process(second(60, 60) + second(61, 1), store, wall_ms=WALL)
 
-    assert state.baseline.rate_mean.get() == pytest.approx(before)
+    assert state.baseline.rate_mean == pytest.approx(before)
     assert "consumer:c1" in {d.subject for d in decisions}
 
 
@@ -255,3 +265,80 @@ def test_decision_from_redis_validates() -> None:
     fields["score"] = "0.5"
     del fields["reasons"]
     assert Decision.from_redis(fields).reasons == []
+
+
+def _range_by_ipaddress(ip: str) -> str | None:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    prefix = 24 if addr.version == 4 else 64
+    return f"ip:{ipaddress.ip_network(f'{addr}/{prefix}', strict=False)}"
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "203.0.113.77", "0.0.0.0", "255.255.255.255", "10.0.0.01", "010.1.1.1", "256.1.1.1",
+        "1.2.3", "1.2.3.4.5", "1..3.4", "1.2.3.4 ", " 1.2.3.4", "1.2.3.٤", "1.2.3.²", "1.2.3.0004",
+        "1.2.3.-4", "+1.2.3.4", "1.2.3.4/24", "1.2.3.4\n", "2001:db8::1", "::ffff:1.2.3.4", "::1",
+        "", "nope",
+    ],
+)  # fmt: skip
+def test_range_subject_is_what_ipaddress_says(ip: str) -> None:
+    assert range_subject(ip) == _range_by_ipaddress(ip)
+
+
+def test_range_subject_agrees_with_ipaddress_on_random_quads() -> None:
+    rng = random.Random(3)
+    parts = ["0", "00", "7", "07", "99", "255", "256", "300", "1000", "", "a", "1e", " 5"]
+    for _ in range(5_000):
+        ip = ".".join(rng.choice(parts + [str(rng.randint(0, 255))]) for _ in range(4))
+        assert range_subject(ip) == _range_by_ipaddress(ip), ip
+
+
+def _busy_states() -> list[SubjectState]:
+    """Subjects with every shared counter up (a flood, failing logins, a long baseline) but no
+    memo or evidence of any detector's own."""
+    flood, logins, regular = SubjectState(), SubjectState(), SubjectState()
+    for second in range(400):
+        for i in range(3 if second < 399 else 400):
+            e = make_event(ts_ms=T0_MS + second * 1000 + i, route=f"/v1/r{i % 7}", status=200)
+            flood.observe(e, auth_route=False, baseline_after=5, fading_factor=0.05)
+        e = make_event(ts_ms=T0_MS + second * 1000, method="POST", route="/login", status=401)
+        logins.observe(e, auth_route=True, baseline_after=5, fading_factor=0.05)
+        regular.observe(make_event(ts_ms=T0_MS + second * 1000), auth_route=False,
+                        baseline_after=5, fading_factor=0.05)  # fmt: skip
+    for state in (flood, logins, regular):
+        state.memo = state.evidence = None
+    return [flood, logins, regular]
+
+
+def test_detectors_that_need_a_memo_say_nothing_without_one() -> None:
+    # The processor does not call a detector declaring `needs` for a subject without an entry of
+    # its own: that must be exactly a call that would have returned None.
+    detectors = [d for d in default_detectors() if getattr(d, "needs", ())]
+    assert {d.name for d in detectors} >= {"object_walk", "key_sharing", "anomaly"}
+    now = T0_MS / 1000 + 400.5
+    states = _busy_states()
+    # ... busy enough for the detectors reading shared counters to speak up:
+    everyone = {d.name: d for d in default_detectors()}
+    flood, logins, _ = states
+    assert everyone["rate"].score(flood, SubjectContext("consumer:c", "consumer", now))
+    assert everyone["bruteforce"].score(logins, SubjectContext("ip:192.0.2.10", "ip", now))
+    for state in states:
+        for subject in ("consumer:c", "key:k", "ip:192.0.2.10", "ip:192.0.2.0/24"):
+            ctx = SubjectContext(subject, subject.partition(":")[0], now)
+            for detector in detectors:
+                assert detector.score(state, ctx) is None, (detector.name, subject)
+
+
+def test_update_kinds_leave_out_only_calls_that_change_nothing() -> None:
+    # DistributedStuffing learns for address ranges only: on any other subject `update` is a no-op.
+    stuffing = next(d for d in default_detectors() if d.name == "distributed_stuffing")
+    assert stuffing.update_kinds == ("range",)
+    for subject in ("consumer:c", "key:k", "ip:192.0.2.10"):
+        state = SubjectState()
+        e = make_event(method="POST", route="/login", path="/login", status=401)
+        stuffing.update(state, e, SubjectContext(subject, subject.partition(":")[0], T0_MS / 1000))
+        assert state.memo is None
