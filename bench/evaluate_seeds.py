@@ -36,15 +36,20 @@ def pool(runs: list[dict[str, Any]]) -> dict[str, Any]:
     scenarios: dict[str, dict[str, Any]] = {}
     for run in runs:
         for name, row in run["scenarios"].items():
-            pooled = scenarios.setdefault(name, {"episodes": 0, "detected": 0, "delays": []})
+            pooled = scenarios.setdefault(
+                name, {"episodes": 0, "detected": 0, "delays": [], "attempts": []}
+            )
             pooled["episodes"] += row["episodes"]
             pooled["detected"] += row["detected"]
             pooled["delays"] += row.get("delays_s", [])
+            pooled["attempts"] += row.get("attempts_to_detect", [])
     out: dict[str, Any] = {}
     for name, row in sorted(scenarios.items()):
-        delays = row.pop("delays")
+        delays, attempts = row.pop("delays"), row.pop("attempts")
         row["recall"] = round(row["detected"] / row["episodes"], 3)
         row["median_time_to_detect_s"] = round(statistics.median(delays), 2) if delays else None
+        if attempts:  # credential attacks: login attempts made until the first challenge/block
+            row["median_attempts_to_detect"] = statistics.median(attempts)
         out[name] = row
     hours = sum(r["benign"]["subject_hours"] for r in runs)
     fps = sum(r["benign"]["false_positive_subjects"] for r in runs)
@@ -91,11 +96,12 @@ def main() -> None:
         print(orjson.dumps(result).decode())
         return
     table = Table(title=f"Pooled over seeds {result['seeds']}")
-    for col in ("scenario", "episodes", "detected", "recall", "median s"):
+    for col in ("scenario", "episodes", "detected", "recall", "median s", "median attempts"):
         table.add_column(col)
     for name, row in result["scenarios"].items():
         table.add_row(name, str(row["episodes"]), str(row["detected"]), str(row["recall"]),
-                      str(row["median_time_to_detect_s"]))
+                      str(row["median_time_to_detect_s"]),
+                      str(row.get("median_attempts_to_detect", "")))
     Console().print(table)
     Console().print(result["benign"])
 

@@ -166,6 +166,7 @@ class Scorer:
                 row["median_attempts_to_detect"] = (
                     statistics.median(attempts) if attempts else None
                 )
+                row["attempts_to_detect"] = attempts
             out[scenario] = row
         return out
 

@@ -61,6 +61,7 @@ def test_detection_time_attempts_and_range_matches() -> None:
     stuffing = report["scenarios"]["credential_stuffing"]
     assert (stuffing["recall"], stuffing["median_time_to_detect_s"]) == (1.0, 7.5)
     assert stuffing["median_attempts_to_detect"] == 8
+    assert stuffing["attempts_to_detect"] == [8]
     assert report["scenarios"]["distributed_credential_stuffing"]["detected"] == 1
     assert report["benign"]["false_positive_subjects"] == 0
     assert report["benign"]["subject_hours"] == 1.0
