@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 from detectors.base import Signal, SubjectContext
 from detectors.routes import AuthRoutes
-from detectors.sketch import distinct
+from detectors.sketch import distinct, vote
 from detectors.state import AUTH_DECAY_TAU_S, SubjectState
 from pipeline.events import GatewayEvent
 
@@ -128,14 +128,7 @@ class _Trait:
         self.ts = max(self.ts, t)
         if failed:
             self.ips |= 1 << (zlib.crc32(ip.encode()) & 63)
-            lead = self.lead * decay
-            if ip == self.top:
-                lead += 1.0
-            elif lead >= 1.0:
-                lead -= 1.0
-            else:
-                self.top, lead = ip, 1.0
-            self.lead = lead
+            self.top, self.lead = vote(self.top, self.lead * decay, ip)
 
     def dominated(self) -> bool:
         """One address fails more than the others together: a loud guesser (`BruteForce`'s)

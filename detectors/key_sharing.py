@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 
 from detectors.base import Signal, SubjectContext
-from detectors.sketch import distinct
+from detectors.sketch import distinct, network
 from detectors.state import SubjectState
 from pipeline.events import GatewayEvent
 
@@ -13,13 +13,6 @@ __all__ = ["KeySharing"]
 
 _BITS = 128
 _CLIENT_BITS = 64
-
-
-def _network(ip: str) -> str:
-    """The /24 (IPv4) or the first four groups (IPv6) of an address: hosts of one owner share it."""
-    if ":" in ip:
-        return ":".join(ip.split(":")[:4])
-    return ip.rsplit(".", 1)[0]
 
 
 def _distinct(sketch: int) -> int:
@@ -136,12 +129,12 @@ class KeySharing:
             spread.strangers_before = 0 if idle else spread.strangers
             spread.current = spread.strangers = spread.period_clients = 0
             spread.period_start = ctx.now
-        network = 1 << (zlib.crc32(_network(event.client_ip).encode()) % _BITS)
+        net = 1 << (zlib.crc32(network(event.client_ip).encode()) % _BITS)
         client = 1 << (zlib.crc32(event.user_agent.encode()) % _CLIENT_BITS)
-        spread.current |= network
+        spread.current |= net
         spread.period_clients |= client
-        if spread.periods and not spread.home & network and not spread.clients & client:
-            spread.strangers |= network
+        if spread.periods and not spread.home & net and not spread.clients & client:
+            spread.strangers |= net
 
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         spread = state.memo.get(self.name) if state.memo is not None else None

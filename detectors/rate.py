@@ -6,7 +6,7 @@ import math
 import zlib
 
 from detectors.base import Signal, SubjectContext
-from detectors.sketch import distinct
+from detectors.sketch import distinct, network, vote
 from detectors.state import SUSTAINED_TAU_S, Baseline, SubjectState, WindowFeatures
 from pipeline.events import GatewayEvent
 
@@ -140,15 +140,10 @@ class RateAnomaly:
         if mix is None:
             mix = memo[self.name] = _Mix()
         assert isinstance(mix, _Mix)
-        lead = mix.lead * math.exp(min(0.0, mix.ts - ctx.now) / SUSTAINED_TAU_S)
-        if event.route == mix.route:
-            lead += 1.0
-        elif lead >= 1.0:
-            lead -= 1.0
-        else:
-            mix.route, lead = event.route, 1.0
-        mix.lead, mix.ts = lead, max(mix.ts, ctx.now)
-        mix.networks |= 1 << (zlib.crc32(event.client_ip.rpartition(".")[0].encode()) & 63)
+        decay = math.exp(min(0.0, mix.ts - ctx.now) / SUSTAINED_TAU_S)
+        mix.route, mix.lead = vote(mix.route, mix.lead * decay, event.route)
+        mix.ts = max(mix.ts, ctx.now)
+        mix.networks |= 1 << (zlib.crc32(network(event.client_ip).encode()) & 63)
 
     def _population(self, state: SubjectState) -> bool:
         """A credential used from `population_networks` networks or more (a phone app's key):
