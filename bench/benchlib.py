@@ -17,19 +17,25 @@ from pipeline.events import GatewayEvent  # noqa: E402
 from pipeline.ingest.kong import KongParser  # noqa: E402
 from pipeline.ingest.redaction import Redactor  # noqa: E402
 
-__all__ = ["benign_events", "cpu_us"]
+__all__ = ["cpu_us", "demo_events"]
 
 
-def benign_events(n: int, seed: int) -> list[GatewayEvent]:
-    """`n` events of the demo's benign traffic (consumers, browsers, NATs), parsed like Kong's."""
+def demo_events(
+    n: int, seed: int, *, attacks: bool = False, key: bytes = b"bench"
+) -> list[GatewayEvent]:
+    """`n` events of the demo's traffic (consumers, browsers, NATs) in simulated time, parsed like
+    Kong's with redaction key `key`; with `attacks`, its attacks run for the middle third."""
     model = TrafficModel(seed=seed, consumers=600, browsers=1000, nats=6)
-    parser = KongParser(Redactor(b"bench"))
+    parser = KongParser(Redactor(key))
     events: list[GatewayEvent] = []
     now_ms = 1_700_000_000_000
     while len(events) < n:
+        if attacks and n // 3 <= len(events) < 2 * n // 3:
+            model.start_attack()
+        else:
+            model.stop_attack()
         now_ms += 100
-        for entry in model.tick(now_ms, 0.1):
-            events.extend(parser.parse_body(orjson.dumps(entry)).events)
+        events.extend(parser.parse_body(orjson.dumps(model.tick(now_ms, 0.1))).events)
     return events[:n]
 
 

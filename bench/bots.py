@@ -27,7 +27,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchlib import benign_events, cpu_us  # noqa: E402
+from benchlib import cpu_us, demo_events  # noqa: E402
 
 from detectors.base import SubjectContext  # noqa: E402
 from detectors.bots import BrowserMimicry, CrawlerPace, ScannerAgent  # noqa: E402
@@ -128,7 +128,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.events < 1 or args.repeat < 1:
         ap.error("--events and --repeat must be at least 1")
-    events = benign_events(args.events, args.seed)
+    events = demo_events(args.events, args.seed)
     result = {"events": len(events), **measure(events, args.repeat)}
     if args.json:
         print(orjson.dumps(result).decode())

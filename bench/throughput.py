@@ -31,37 +31,18 @@ from rich.progress import Progress
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchlib import demo_events  # noqa: E402
 from detectors import Fusion, default_detectors  # noqa: E402
 from pipeline import envelopes  # noqa: E402
 from pipeline.config import Settings, to_environment  # noqa: E402
 from pipeline.decisions import RedisDecisions  # noqa: E402
-from pipeline.demo.traffic import TrafficModel  # noqa: E402
 from pipeline.events import GatewayEvent  # noqa: E402
-from pipeline.ingest.kong import KongParser  # noqa: E402
-from pipeline.ingest.redaction import Redactor  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
 from pipeline.stack import EmbeddedStack, free_port, stop_process  # noqa: E402
 from pipeline.worker.processor import GC_THRESHOLDS, Processor, StateStore  # noqa: E402
 
 PARTITIONS = 4
 ENVELOPE = 500
-
-
-def simulate(n: int, seed: int) -> list[GatewayEvent]:
-    """n events of demo traffic in simulated time, attacks on for the middle third."""
-    model = TrafficModel(seed=seed, consumers=600, browsers=1000, nats=6)
-    parser = KongParser(Redactor(b"bench-key"))
-    events: list[GatewayEvent] = []
-    now_ms = 1_700_000_000_000
-    while len(events) < n:
-        if n // 3 <= len(events) < 2 * n // 3:
-            model.start_attack()
-        else:
-            model.stop_attack()
-        now_ms += 100
-        entries = model.tick(now_ms, 0.1)
-        events.extend(parser.parse_body(orjson.dumps(entries)).events)
-    return events[:n]
 
 
 def _cpu_s(pid: int) -> float:
@@ -175,7 +156,7 @@ async def main() -> None:
     console = Console(stderr=True)
 
     with console.status("simulating traffic"):
-        events = simulate(args.events, args.seed)
+        events = demo_events(args.events, args.seed, attacks=True, key=b"bench-key")
     with console.status("timing the detection step in process"):
         in_process = processor_eps(events)
 
