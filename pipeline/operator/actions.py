@@ -24,7 +24,7 @@ from pipeline.operator.overrides import Override, OverrideKind, Overrides
 from pipeline.operator.subjects import canonical_subject
 from pipeline.operator.tuning import TuningStore
 
-__all__ = ["DETECTORS", "FeedbackResult", "OperatorActions", "OperatorError"]
+__all__ = ["DETECTORS", "ROUTE_PATTERN", "FeedbackResult", "OperatorActions", "OperatorError"]
 
 Verdict = Literal["false_positive", "confirmed"]
 DETECTORS = frozenset(
@@ -37,6 +37,7 @@ DETECTORS = frozenset(
     )
 )  # fmt: skip
 MAX_REASON = 1000
+ROUTE_PATTERN = r"^/[^\x00-\x1f\x7f]{0,511}$"
 MAX_ACTOR = 128
 _ACTOR = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 
@@ -161,7 +162,7 @@ class OperatorActions:
             raise OperatorError(
                 f"unknown detector {detector!r} (one of {', '.join(sorted(DETECTORS))})"
             )
-        if route is not None and not (route.startswith("/") and len(route) <= 512):
+        if route is not None and not re.match(ROUTE_PATTERN, route):
             raise OperatorError(f"route {route!r} must be a route template or prefix: /v1/...")
         decision = await self.decisions.get(subject)
         result = FeedbackResult(subject, verdict, actor, decision=decision)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from pipeline.config import Settings
-from pipeline.operator.actions import OperatorActions, OperatorError
+from pipeline.operator.actions import ROUTE_PATTERN, OperatorActions, OperatorError
 from pipeline.operator.audit import AuditTrail
 
 __all__ = ["AuditPublisher", "FeedbackRequest", "OperatorApi", "operator_api"]
@@ -33,14 +33,17 @@ RETRY_S = 5.0
 
 
 class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The body, exactly as `openapi.yaml` has it (strict: a number sent as a string is refused
+    rather than read as one)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     subject: str = Field(max_length=300)
     verdict: Literal["false_positive", "confirmed"]
     reason: str = Field(min_length=1, max_length=1000)
     ttl_s: float | None = Field(None, gt=0, le=MAX_TTL_S)
     detector: str | None = Field(None, max_length=64)
-    route: str | None = Field(None, max_length=512)
+    route: str | None = Field(None, pattern=ROUTE_PATTERN)
 
 
 class AuditPublisher:

@@ -28,6 +28,7 @@ from detectors.fusion import Fusion
 from detectors.policy import Policy
 from pipeline.config import Settings
 from pipeline.decisions import RedisDecisions
+from pipeline.logs import configure_logging
 from pipeline.operator.actions import OperatorActions, OperatorError
 from pipeline.operator.audit import AuditTrail
 from pipeline.operator.overrides import Override, Overrides
@@ -80,6 +81,7 @@ def override_command(
     each one audited with who, why and until when."""
     if action not in ("allow", "deny", "clear", "list"):
         raise typer.BadParameter("action must be allow, deny, clear or list")
+    configure_logging("warning")  # stdout carries the answer only
     settings = Settings()
     if action == "list":
         overrides = _run(settings, lambda redis: Overrides(redis, settings.redis_prefix).active())
@@ -143,6 +145,7 @@ def feedback_command(
     if not reason.strip():
         raise typer.BadParameter("say why with --reason TEXT (it goes to the audit trail)")
     _check_subject(subject)
+    configure_logging("warning")  # stdout carries the answer only
     settings = Settings()
     ttl_s = parse_ttl(ttl, settings.override_ttl_s)
 

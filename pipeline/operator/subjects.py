@@ -70,6 +70,8 @@ key:hmac:<16 hex digits>, ip:<address>, ip:<a.b.c>.0/24 or ip:<IPv6 network>/64)
 
 
 def _address(subject: str, text: str) -> str:
+    if "%" in text:
+        raise SubjectError(subject, "addresses are looked up without a zone id (%...)")
     if "/" not in text:
         try:
             return str(ipaddress.ip_address(text))
