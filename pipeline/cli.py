@@ -246,11 +246,14 @@ def decision(
 
 @app.command("push-apigee")
 def push_apigee() -> None:
-    """Push decision changes from Redis to the Apigee decision-ingest proxy (PopulateCache)."""
+    """Push decision changes and operator overrides from Redis to the Apigee decision-ingest
+    proxy (PopulateCache)."""
     import aiohttp
 
     from pipeline.decisions import RedisDecisions
+    from pipeline.operator.overrides import Overrides
     from sinks.apigee import ApigeeDecisionPusher
+    from sinks.apigee_overrides import ApigeeOverridePusher
 
     configure_logging()
     settings = Settings()
@@ -260,16 +263,30 @@ def push_apigee() -> None:
     async def push() -> None:
         redis = Redis.from_url(settings.redis_url.get_secret_value())
         decisions = RedisDecisions(redis, settings.redis_prefix)
+        overrides = Overrides(redis, settings.redis_prefix)
+        url, token = settings.apigee_ingest_url, settings.apigee_ingest_token.get_secret_value()
         try:
             async with aiohttp.ClientSession() as http:
-                await ApigeeDecisionPusher(
-                    redis,
-                    http,
-                    url=settings.apigee_ingest_url,
-                    token=settings.apigee_ingest_token.get_secret_value(),
-                    stream=decisions.stream,
-                    cursor_key=f"{settings.redis_prefix}sink:apigee",
-                ).run()
+                await asyncio.gather(
+                    ApigeeDecisionPusher(
+                        redis,
+                        http,
+                        url=url,
+                        token=token,
+                        stream=decisions.stream,
+                        cursor_key=f"{settings.redis_prefix}sink:apigee",
+                        overrides=overrides,
+                    ).run(),
+                    ApigeeOverridePusher(
+                        redis,
+                        http,
+                        url=url,
+                        token=token,
+                        overrides=overrides,
+                        decisions=decisions,
+                        cursor_key=f"{settings.redis_prefix}sink:apigee:overrides",
+                    ).run(),
+                )
         finally:
             await redis.aclose()
 

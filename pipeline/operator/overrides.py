@@ -121,6 +121,24 @@ class Overrides:
         found = self._record(subject, "allow" if allow else "deny", expiry, meta)
         return found if found.active(now_ms) else None
 
+    async def in_force(self, subjects: list[str], now_ms: int | None = None) -> set[str]:
+        """Which of `subjects` have an override in force (one round trip)."""
+        if not subjects:
+            return set()
+        now_ms = _now_ms() if now_ms is None else now_ms
+        pipe = self.redis.pipeline(transaction=False)
+        for subject in subjects:
+            pipe.sismember(self.key("allow"), subject)
+            pipe.sismember(self.key("deny"), subject)
+            pipe.zscore(self.expiry_key, subject)
+        replies = await pipe.execute()
+        held = set()
+        for i, subject in enumerate(subjects):
+            allow, deny, expiry = replies[3 * i : 3 * i + 3]
+            if (allow or deny) and (expiry is None or expiry > now_ms):
+                held.add(subject)
+        return held
+
     async def active(self, now_ms: int | None = None) -> list[Override]:
         """Every override in force, with who/why/expiry (sorted by subject)."""
         now_ms = _now_ms() if now_ms is None else now_ms
