@@ -20,6 +20,7 @@ from pipeline.config import Settings
 from pipeline.evaluation.cli import evaluate_command, replay_command
 from pipeline.evaluation.drift import drift_command
 from pipeline.operator.cli import feedback_command, override_command, tuning_command
+from pipeline.recommend.cli import recommend_command
 from pipeline.simulator.cli import simulate_command
 from pipeline.logs import configure_logging
 
@@ -340,6 +341,7 @@ app.command("evaluate")(evaluate_command)
 app.command("override")(override_command)
 app.command("feedback")(feedback_command)
 app.command("tuning")(tuning_command)
+app.command("recommend")(recommend_command)
 
 
 def _print_summary(console: Console, result: object) -> None:

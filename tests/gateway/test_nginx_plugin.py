@@ -10,8 +10,8 @@ import aiohttp
 from redis.asyncio import Redis
 
 from pipeline.decisions import RedisDecisions
-from pipeline.operator.overrides import Override, Overrides
 from pipeline.ingest.redaction import Redactor
+from pipeline.operator.overrides import Override, Overrides
 
 from .conftest import CHALLENGE_URL, KEY_SECRET, audit_for, decision, get, until
 from .harness import Nginx
@@ -132,7 +132,9 @@ async def test_overrides_written_by_operators_expire_in_the_gateway(
     ]:
         overrides.stage_put(
             pipe,
-            Override(subject=subject, kind=kind, actor="test", created_at=now, expires_at=expires_at),
+            Override(
+                subject=subject, kind=kind, actor="test", created_at=now, expires_at=expires_at
+            ),
         )
     await pipe.execute()
     await decisions.write([decision(f"ip:{allowed}", "block")])

@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
@@ -130,7 +131,8 @@ async def test_audit_alerts_reach_the_alerts_topic(
     alerts = [Alert.from_json(value) for _, value, _ in records]
     assert [r[0] for r in records] == [b"ip:203.0.113.9", b"consumer:partner"]
     deny, allow = alerts
-    assert (deny.kind, deny.action, deny.severity, deny.scope) == ("operator", "block", "medium", "ip")
+    assert (deny.kind, deny.action, deny.severity) == ("operator", "block", "medium")
+    assert deny.scope == "ip"
     assert deny.operator is not None and deny.operator.action == "override_deny"
     assert (deny.operator.actor, deny.operator.reason) == ("alice", "scan")
     assert deny.expires_at == deny.operator.expires_at and deny.expires_at is not None
@@ -143,7 +145,7 @@ async def test_alerts_wait_in_redis_while_kafka_is_away(
 ) -> None:
     await actions.override("deny", "ip:203.0.113.10", actor="a", reason="r", ttl_s=60)
     away = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", request_timeout_ms=500)
-    with pytest.raises(Exception):
+    with pytest.raises(KafkaConnectionError):
         await away.start()
         await actions.audit.flush(away)
     await away.stop()

@@ -34,7 +34,7 @@ def _night_one() -> tuple[object, StateStore, dict[str, str]]:
 
 
 def test_the_export_is_challenged_before_any_feedback() -> None:
-    proc, store, decided = _night_one()
+    _, store, decided = _night_one()
     # The consumer, against its own 3/s; its batch host is a new address (cold limit 150/s).
     assert verdicts(decided, PARTNER, f"ip:{PARTNER_IP}") == ["challenge", "allow"]
     # Its challenged windows were not learned: the baseline still says ~3/s.
@@ -46,7 +46,7 @@ def _after_feedback() -> tuple[object, StateStore]:
     """Night one, then what `gatewatch feedback consumer:partner-a --false-positive --route
     /v1/export --detector rate` makes the workers load: the override and the adjustment learned
     from the challenged score (0.6)."""
-    proc, store, decided = _night_one()
+    proc, store, _ = _night_one()
     score = 0.6
     challenge = Policy().for_route(EXPORT).thresholds(Fusion().thresholds)[1]
     adjustment = learn(0.0, score=score, challenge=challenge)
@@ -104,7 +104,9 @@ def test_an_allowed_subjects_flagged_windows_are_learned() -> None:
         (None, 0.6, 0.0, 0.05),   # score unknown (decision expired): one step
     ],
 )
-def test_learning_rule(score: float | None, challenge: float, others: float, expected: float) -> None:
+def test_learning_rule(
+    score: float | None, challenge: float, others: float, expected: float
+) -> None:
     assert learn(0.0, score=score, challenge=challenge, others=others) == pytest.approx(expected)
 
 
