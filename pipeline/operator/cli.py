@@ -95,7 +95,7 @@ def override_command(
     who = actor or getpass.getuser()
     ttl_s = parse_ttl(ttl, settings.override_ttl_s)
 
-    async def act(redis: Redis) -> tuple[Override | None, int]:
+    async def act(redis: Redis) -> tuple[Override | None, int, dict[str, list[str]]]:
         actions = operator_actions(redis, settings)
         if action == "clear":
             done = await actions.clear(subject, actor=who, reason=reason)
@@ -103,12 +103,13 @@ def override_command(
             done = await actions.override(
                 action, subject, actor=who, reason=reason, ttl_s=ttl_s  # type: ignore[arg-type]
             )
-        return done, await _publish(actions.audit, settings)
+        return done, await _publish(actions.audit, settings), await actions.overrides.all()
 
-    done, pending = _run(settings, act)
+    done, pending, current = _run(settings, act)
     if as_json:
-        _out({"action": action, "override": done.model_dump() if done else None,
-              "audit_pending": pending})  # fmt: skip
+        # The subjects in force per kind, as before overrides were audited, and what was done.
+        _out(current | {"action": action, "override": done.model_dump() if done else None,
+                        "audit_pending": pending})  # fmt: skip
     elif action == "clear":
         Console().print(f"{subject}: " + ("override cleared" if done else "had no override"))
     else:
