@@ -11,7 +11,7 @@ seconds. Delivery is at least once: two flushers may both publish an alert, with
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -103,7 +103,7 @@ class AuditTrail:
         Kafka errors propagate, leaving what was not acknowledged queued."""
         sent = 0
         while True:
-            entries: list[Any] = await self.redis.xrange(self.outbox, count=BATCH)
+            entries = cast(list[Any], await self.redis.xrange(self.outbox, count=BATCH))
             if not entries:
                 return sent
             futures = []
