@@ -16,8 +16,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 
 from pipeline.config import Settings
-from pipeline.decisions import Overrides, RedisDecisions
+from pipeline.decisions import RedisDecisions
 from pipeline.kafka import make_producer
+from pipeline.operator.sync import OperatorSync
 from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.processor import build_processor
 from pipeline.worker.runtime import WorkerRuntime
@@ -53,7 +54,7 @@ def create_worker_app(settings: Settings) -> faust.App:
         decisions_topic=settings.topics.decisions,
         dlq_topic=settings.topics.dlq,
         max_subjects=settings.max_subjects,
-        overrides=Overrides(redis, settings.redis_prefix),
+        operator=OperatorSync.from_settings(redis, settings),
         alerts_topic=settings.topics.alerts if settings.alerts_enabled else None,
         alert_window_s=settings.alert_window_s,
         metrics=(metrics := WorkerMetrics()),

@@ -20,9 +20,10 @@ from redis.exceptions import RedisError
 
 from pipeline import envelopes
 from pipeline.alerts import Alert
-from pipeline.decisions import Decision, Overrides, RedisDecisions
+from pipeline.decisions import Decision, RedisDecisions
 from pipeline.events import Reject
 from pipeline.kafka import DeadLetters
+from pipeline.operator.sync import OperatorSync
 from pipeline.retry import until_done
 from pipeline.worker.alerting import AlertCollector
 from pipeline.worker.metrics import WorkerMetrics
@@ -48,7 +49,7 @@ class WorkerRuntime(Service):
         decisions_topic: str,
         dlq_topic: str,
         max_subjects: int,
-        overrides: Overrides | None = None,
+        operator: OperatorSync | None = None,
         alerts_topic: str | None = None,
         alert_window_s: float = 60.0,
         metrics: WorkerMetrics | None = None,
@@ -62,7 +63,7 @@ class WorkerRuntime(Service):
         self.decisions_topic = decisions_topic
         self.dlq_topic = dlq_topic
         self.max_subjects = max_subjects
-        self.overrides = overrides
+        self.operator = operator
         self.stores: dict[int, StateStore] = {}
         self.ready = asyncio.Event()
         # Alerts: None writes none (the throughput bench's "alerts off").
@@ -74,15 +75,10 @@ class WorkerRuntime(Service):
 
     @Service.timer(OVERRIDES_REFRESH_S)
     async def _refresh_overrides(self) -> None:
-        """An operator's allow-override must also stop new decisions, not only their enforcement."""
-        if self.overrides is None:
-            return
-        try:
-            current = await self.overrides.all()
-        except (RedisError, OSError) as exc:
-            log.warning("worker.overrides_unavailable", error=str(exc))
-            return  # keep the last known set
-        self.processor.allowed = frozenset(current["allow"])
+        """An operator's allow-override must also stop new decisions, not only their enforcement;
+        feedback's threshold adjustments apply within seconds; queued audit alerts go out."""
+        if self.operator is not None:
+            await self.operator.refresh(self.processor, getattr(self, "producer", None))
 
     async def on_start(self) -> None:
         self.producer = self.producer_factory()
