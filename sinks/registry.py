@@ -16,7 +16,9 @@ __all__ = ["SINKS", "build_sink", "require"]
 
 # One line per sink.
 SINKS: dict[str, str] = {
+    "elastic": "sinks.elastic",
     "kafka": "sinks.kafka",
+    "splunk": "sinks.splunk",
 }
 
 

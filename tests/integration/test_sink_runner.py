@@ -21,15 +21,14 @@ from tests.sinklib import (
     produce,
     runner_for,
     wait_until,
+    with_settings,
 )
 
 from .conftest import read_topic
 
 
 def fast(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={"sink_backoff_initial_s": 0.01, "sink_backoff_max_s": 0.05}
-    )
+    return with_settings(settings, sink_backoff_initial_s=0.01, sink_backoff_max_s=0.05)
 
 
 async def drain(runner: object, until: int) -> None:
