@@ -5,7 +5,8 @@ Decisions go from the worker, keyed by subject (a compacted topic keeps each sub
 decision for a consumer that starts late); the worker commits its input only after they are in.
 
 Alerts are keyed by subject too (one subject's alerts stay in order on one partition) and written
-by an idempotent producer (acks from all replicas; a retried produce is not written twice). The
+by an idempotent producer (acks from all replicas; a retried produce is not written twice; Tansu's
+in-memory store, used in the tests, refuses producer ids, so there it is turned off). The
 record is the alert's JSON as it came from `gatewatch.alerts`, so consumers read one schema
 (`pipeline/schemas/alert.schema.json`) wherever they take it from.
 """
@@ -112,7 +113,7 @@ def build(settings: Settings) -> KafkaAlertSink:
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
-        enable_idempotence=True,
+        enable_idempotence=settings.sink_kafka_idempotent,
         linger_ms=5,
         compression_type=None,
         security_protocol=protocol,

@@ -16,6 +16,7 @@ __all__ = ["SINKS", "build_sink", "require"]
 
 # One line per sink.
 SINKS: dict[str, str] = {
+    "apigee": "sinks.apigee",
     "elastic": "sinks.elastic",
     "kafka": "sinks.kafka",
     "splunk": "sinks.splunk",
