@@ -48,6 +48,7 @@ class HecServer:
     lose_acks: int = 0  # this many ackIds are never acknowledged (their events lost)
     gate: asyncio.Event | None = None
     gate_after: int = 0  # hold requests once this many events are indexed, until `gate` is set
+    held: asyncio.Event = field(default_factory=asyncio.Event)  # a request is being held
     requests: int = 0
     gzipped: int = 0
     channels: set[str] = field(default_factory=set)
@@ -120,7 +121,8 @@ class HecServer:
             answer = self._answer(status, code, texts.get(code, "scripted"))
             answer.headers.update(headers)
             return answer
-        if self.gate is not None and len(self.events) >= self.gate_after:
+        if self.gate is not None and not self.gate.is_set() and len(self.events) >= self.gate_after:
+            self.held.set()
             await self.gate.wait()
         events, error = self._parse(body.decode())
         if error is not None:
