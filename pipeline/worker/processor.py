@@ -8,10 +8,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
-from pathlib import Path
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from detectors import Detector, Fusion, Signal, SubjectContext, Verdict, default_detectors
@@ -23,6 +22,7 @@ from detectors.state import WINDOW_S, SubjectState
 from pipeline.config import Mode, Settings
 from pipeline.decisions import Decision
 from pipeline.events import GatewayEvent
+from pipeline.worker.store import StateStore
 
 __all__ = [
     "DECISION_TTL_S",
@@ -89,30 +89,6 @@ def range_subject(ip: str) -> str | None:
         return None
     prefix = 24 if addr.version == 4 else 64
     return f"ip:{ipaddress.ip_network(f'{addr}/{prefix}', strict=False)}"
-
-
-class StateStore:
-    """Subject states of one partition, least recently seen evicted first beyond `max_subjects`."""
-
-    def __init__(self, max_subjects: int) -> None:
-        self.max_subjects = max_subjects
-        self._states: OrderedDict[str, SubjectState] = OrderedDict()
-
-    def get(self, subject: str) -> SubjectState:
-        state = self._states.get(subject)
-        if state is None:
-            state = self._states[subject] = SubjectState()
-            if len(self._states) > self.max_subjects:
-                self._states.popitem(last=False)
-        else:
-            self._states.move_to_end(subject)
-        return state
-
-    def peek(self, subject: str) -> SubjectState | None:
-        return self._states.get(subject)
-
-    def __len__(self) -> int:
-        return len(self._states)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +224,8 @@ class Processor:
         baseline_after = self.baseline_after
         fading_factor = self.fading_factor
         states = store._states
-        max_subjects = store.max_subjects
+        budget = store.budget
+        changed = store.changed
         for event in events:
             t = event.ts_ms / 1000.0
             route = event.route
@@ -257,17 +234,20 @@ class Processor:
             # `subjects_of` lists them in this order: consumer, key, address, address range.
             kinds = _KINDS_BY_SHAPE[(bool(event.consumer), bool(event.credential))]
             findings = [s for inspect in inspect_calls if (s := inspect(event)) is not None]
-            for subject, kind in zip(subjects, kinds):
+            for subject, kind in zip(subjects, kinds, strict=False):
                 known = touched.get(subject)
                 if known is None:
                     # `store.get`, inline: it runs for every subject of every event.
                     state = states.get(subject)
                     if state is None:
                         state = states[subject] = SubjectState()
-                        if len(states) > max_subjects:
-                            states.popitem(last=False)
+                        budget.held += 1
+                        if budget.held > budget.max_subjects:
+                            budget.evict(store, subject)
                     else:
                         states.move_to_end(subject)
+                    if changed is not None:
+                        changed.add(subject)
                     touched[subject] = [state, kind, route]
                 else:
                     # Already fetched in this batch: use it as is, without refreshing its place in
@@ -377,7 +357,8 @@ class Processor:
         verdict = self.fusion.fuse(signals, rules.thresholds(self.fusion.thresholds))
         state.flagged = state.flagged or verdict.action != "allow"
         if subject not in self.allowed:
-            decision = self._decide(subject, state, verdict, rules.mode_for(subject, self.mode), wall_ms)
+            mode = rules.mode_for(subject, self.mode)
+            decision = self._decide(subject, state, verdict, mode, wall_ms)
             if decision is not None:
                 out[subject] = decision
         return verdict, signals

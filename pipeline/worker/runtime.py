@@ -21,7 +21,8 @@ from pipeline.decisions import Decision, Overrides, RedisDecisions
 from pipeline.events import Reject
 from pipeline.kafka import DeadLetters
 from pipeline.retry import until_done
-from pipeline.worker.processor import Processor, StateStore
+from pipeline.worker.processor import Processor
+from pipeline.worker.store import StateStore, SubjectBudget
 from sinks.kafka import KafkaDecisionSink
 
 __all__ = ["WorkerRuntime"]
@@ -52,8 +53,9 @@ class WorkerRuntime(Service):
         self.producer_factory = producer_factory
         self.decisions_topic = decisions_topic
         self.dlq_topic = dlq_topic
-        self.max_subjects = max_subjects
         self.overrides = overrides
+        # One bound for every partition this worker owns, not one per partition.
+        self.budget = SubjectBudget(max_subjects)
         self.stores: dict[int, StateStore] = {}
         self.ready = asyncio.Event()
 
@@ -85,13 +87,14 @@ class WorkerRuntime(Service):
         for p in set(self.stores) - partitions:
             dropped = self.stores.pop(p)
             log.info("worker.partition_dropped", partition=p, subjects=len(dropped))
+            dropped.close()
 
     async def handle(self, payload: bytes, partition: int) -> int:
         """Process one envelope; returns how many events it held."""
         await self.ready.wait()
         store = self.stores.get(partition)
         if store is None:
-            store = self.stores[partition] = StateStore(self.max_subjects)
+            store = self.stores[partition] = StateStore(budget=self.budget)
         try:
             events = envelopes.decode(payload)
             decisions = self.processor.process(events, store)
