@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors import Detector, Fusion, Signal, SubjectContext, Verdict, default_detectors
+from detectors.base import Kind
 from detectors.openapi import load_spec
 from detectors.policy import Policy
 from detectors.rate import recommended_limit
@@ -59,18 +60,12 @@ _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
 _DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
 
 
+_NEEDS = {"always": _ALWAYS, "memo": _MEMO, "memo_or_evidence": _MEMO_OR_EVIDENCE}
+
+
 def _score_plan(detector: Detector) -> tuple[str, int, Callable[..., Signal | None]]:
-    """(name, when it can say anything, its `score`), from the detector's `needs`."""
-    needs = set(getattr(detector, "needs", ()))
-    if not needs:
-        when = _ALWAYS
-    elif needs == {"memo"}:
-        when = _MEMO
-    elif needs == {"memo", "evidence"}:
-        when = _MEMO_OR_EVIDENCE
-    else:
-        raise ValueError(f"{detector.name}: unknown needs {sorted(needs)}")
-    return detector.name, when, detector.score
+    """(name, when it can say anything, its `score`), from the detector's declaration."""
+    return detector.name, _NEEDS[detector.declares.needs], detector.score
 
 
 def range_subject(ip: str) -> str | None:
@@ -121,56 +116,42 @@ class Processor:
     allowed: Collection[str] = frozenset()
 
     def __post_init__(self) -> None:
-        self._inspectors = [d for d in self.detectors if hasattr(d, "inspect")]
-        self._updaters = [d for d in self.detectors if hasattr(d, "update")]
+        declared = [(d, d.declares) for d in self.detectors]
+        names = [d.name for d in self.detectors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"detector names must be unique: {names}")
         # An address range is many clients: only detectors built for that judge it.
-        self._range_detectors = [d for d in self.detectors if getattr(d, "judges_ranges", False)]
-        self._range_updaters = [d for d in self._updaters if d in self._range_detectors]
+        self._range_detectors = [d for d, spec in declared if spec.judges_ranges]
         self._range_names = {d.name for d in self._range_detectors}
         # Scoring runs twice per event on average, so skip what cannot say anything: a detector
         # that only reads per-request evidence, for subjects without any; one limited to some
-        # subject kinds (`kinds`), for the others.
+        # subject kinds, for the others.
         self._evidence_only = [
             d
-            for d in self.detectors
-            if hasattr(d, "inspect") and not hasattr(d, "update") and d not in self._range_detectors
+            for d, spec in declared
+            if spec.inspects and not spec.updates and not spec.judges_ranges
         ]
+        evidence_only = set(map(id, self._evidence_only))
+        kinds: tuple[Kind, ...] = ("consumer", "key", "ip")
         self._scorers = {
             kind: [
-                d
-                for d in self.detectors
-                if d not in self._evidence_only and kind in getattr(d, "kinds", (kind,))
+                d for d, spec in declared if id(d) not in evidence_only and kind in spec.kinds
             ]
-            for kind in ("consumer", "key", "ip")
-        }
-        self._kind_updaters = {
-            kind: [d for d in self._updaters if kind in getattr(d, "kinds", (kind,))]
-            for kind in ("consumer", "key", "ip")
+            for kind in kinds
         }
         # What `process` and `_evaluate` call, looked up once: bound methods per subject kind and
         # range or not, in detector order (signal order decides ties in fusion).
-        self._inspect_calls = [d.inspect for d in self._inspectors]  # type: ignore[attr-defined]
-        self._wants_range_calls = [
-            d.wants_range for d in self._range_detectors  # type: ignore[attr-defined]
-        ]
-        self._kind_update_calls = {
-            kind: [
-                d.update  # type: ignore[attr-defined]
-                for d in updaters
-                if kind in getattr(d, "update_kinds", (kind,))
-            ]
-            for kind, updaters in self._kind_updaters.items()
+        self._inspect_calls = [d.inspect for d, spec in declared if spec.inspects]
+        self._wants_range_calls = [d.wants_range for d in self._range_detectors]
+        self._kind_update_calls: dict[str, list[Callable[..., None]]] = {
+            kind: [d.update for d, spec in declared if spec.updates_for(kind)] for kind in kinds
         }
-        self._range_update_calls = [
-            d.update  # type: ignore[attr-defined]
-            for d in self._range_updaters
-            if "range" in getattr(d, "update_kinds", ("range",))
-        ]
-        self._kind_score_plans = {
+        self._range_update_calls = [d.update for d, spec in declared if spec.updates_for("range")]
+        self._kind_score_plans: dict[str, list[tuple[str, int, Callable[..., Signal | None]]]] = {
             kind: [_score_plan(d) for d in scorers] for kind, scorers in self._scorers.items()
         }
         self._range_score_plan = [_score_plan(d) for d in self._range_detectors]
-        self._kind_plain_calls = {
+        self._kind_plain_calls: dict[str, list[Callable[..., Signal | None]]] = {
             kind: [score for _, needs, score in plan if needs == _ALWAYS]
             for kind, plan in self._kind_score_plans.items()
         }
