@@ -136,6 +136,7 @@ class PartitionStates:
     async def revoked(self) -> None:
         """Stop processing, let the envelope in flight finish, checkpoint everything."""
         self._open.clear()
+        log.info("worker.partitions_revoked", partitions=sorted(self.stores))
         await self.flush()
 
     async def assigned(self, partitions: Iterable[int]) -> None:
@@ -163,6 +164,7 @@ class PartitionStates:
                 kept = self._owned.get(partition)
                 if kept is not None and claim.previous == kept.generation:
                     kept.generation = claim.generation  # nobody else had it: memory is current
+                    log.info("checkpoint.kept", partition=partition, generation=claim.generation)
                     return
                 if kept is not None:
                     self._drop(partition, "claimed elsewhere meanwhile")
