@@ -90,6 +90,13 @@ class Field:
         return value if self.encoder is None else self.encoder(value)
 
 
+def _to_bytes(size: int) -> Callable[[int], bytes]:
+    def convert(value: int) -> bytes:
+        return value.to_bytes(size, "little")
+
+    return convert
+
+
 _BAD = object()
 
 
@@ -165,7 +172,7 @@ def bits(n: int) -> Field:
         value = int.from_bytes(raw, "little")
         return value if value < 1 << n else _BAD
 
-    return Field(f"{size} bytes of a {n}-bit sketch", check, lambda v: v.to_bytes(size, "little"))
+    return Field(f"{size} bytes of a {n}-bit sketch", check, _to_bytes(size))
 
 
 def expect_list(raw: Any, length: int | None = None, what: str = "a list") -> list[Any]:
@@ -199,13 +206,20 @@ class SlotCodec(MemoCodec, Generic[T]):
         self.version = version
         self.fields = list(fields)
         self._get = attrgetter(*names)
-        self._convert = [(i + 1, f) for i, (_, f) in enumerate(fields) if f.encoder is not None]
+        # Only wide sketches need converting; their converters, by position in the output.
+        self._convert = [
+            (i + 1, f.encoder) for i, (_, f) in enumerate(fields) if f.encoder is not None
+        ]
+        self._single = len(names) == 1
 
     def encode(self, memo: T) -> list[Any]:
-        values = self._get(memo)
-        out = [self.version, *values] if isinstance(values, tuple) else [self.version, values]
-        for i, f in self._convert:
-            out[i] = f.encode(out[i])
+        # On the checkpoint path for every changed subject: kept to a few C calls.
+        if self._single:
+            out = [self.version, self._get(memo)]
+        else:
+            out = [self.version, *self._get(memo)]
+        for i, convert in self._convert:
+            out[i] = convert(out[i])
         return out
 
     def decode(self, data: Any) -> T:

@@ -103,8 +103,11 @@ _LIMITS = {
 }
 
 
+_packer = msgpack.Packer(use_bin_type=True)
+
+
 def pack(value: Any) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    packed: bytes = _packer.pack(value)
     return packed
 
 
@@ -127,6 +130,7 @@ class StateCodec:
 
     # -- subject states ---------------------------------------------------------------------------
     def encode(self, state: SubjectState) -> bytes:
+        # Runs for every changed subject of every checkpoint: kept to a few C calls.
         baseline = state.baseline
         evidence = state.evidence
         memo = state.memo
@@ -141,13 +145,13 @@ class StateCodec:
         if memo is not None:
             codecs = self.memos
             memos = {name: codecs[name].encode(m) for name, m in memo.items()}
-        return pack(
-            [
+        return _packer.pack(
+            (
                 *_get_fields(state),
                 None if baseline is None else _get_baseline(baseline),
                 links,
                 memos,
-            ]
+            )
         )
 
     def decode(self, raw: bytes) -> tuple[SubjectState, list[tuple[str, str]]]:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import msgpack
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.asyncio import Redis
@@ -41,8 +42,7 @@ log = structlog.get_logger(__name__)
 FORMAT_VERSION = 1
 _RESERVED = ("~v", "~id", "~offset", "~gen", "~t", "~owner")
 _SCAN_COUNT = 2_000
-# Lua's unpack() is limited to a few thousand values: HSET/HDEL in slices of this many.
-_SLICE = 1_000
+_PACK_RAW = msgpack.Packer(use_bin_type=False).pack
 
 # KEYS[1] partition hash; ARGV: ttl_ms. Returns {previous generation, claimed generation}.
 _CLAIM = """
@@ -51,23 +51,25 @@ local gen = redis.call('HINCRBY', KEYS[1], '~gen', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return {prev, gen}
 """
-# KEYS[1]; ARGV: generation, ttl_ms, n deleted, deleted fields..., field, value, ...
-# Returns -1 when another owner has claimed the partition, else the change in stored bytes.
+# KEYS[1]; ARGV: generation, ttl_ms, msgpack [deleted field, ...], msgpack [field, value, ...].
+# (Two msgpack arguments rather than thousands: packing each argument costs the worker ~2 us,
+# msgpack ~0.1 us.) Returns -1 when another owner has claimed the partition, else the change in
+# stored bytes.
 _SAVE = """
 local key = KEYS[1]
 if redis.call('HGET', key, '~gen') ~= ARGV[1] then return -1 end
 local delta = 0
-local n = tonumber(ARGV[3])
-local first = 4
-local last = first + n - 1
-for i = first, last do delta = delta - redis.call('HSTRLEN', key, ARGV[i]) end
-for i = first, last, 1000 do redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 999, last))) end
-first = last + 1
-for i = first, #ARGV, 2 do
-  delta = delta + string.len(ARGV[i + 1]) - redis.call('HSTRLEN', key, ARGV[i])
+local dropped = cmsgpack.unpack(ARGV[3])
+for i = 1, #dropped do delta = delta - redis.call('HSTRLEN', key, dropped[i]) end
+for i = 1, #dropped, 1000 do
+  redis.call('HDEL', key, unpack(dropped, i, math.min(i + 999, #dropped)))
 end
-for i = first, #ARGV, 2000 do
-  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 1999, #ARGV)))
+local fields = cmsgpack.unpack(ARGV[4])
+for i = 1, #fields, 2 do
+  delta = delta + string.len(fields[i + 1]) - redis.call('HSTRLEN', key, fields[i])
+end
+for i = 1, #fields, 2000 do
+  redis.call('HSET', key, unpack(fields, i, math.min(i + 1999, #fields)))
 end
 redis.call('PEXPIRE', key, ARGV[2])
 return delta
@@ -244,19 +246,23 @@ class Checkpoints:
         partition: int,
         generation: int,
         offset: int,
-        states: Iterable[tuple[str, bytes]],
+        states: list[str | bytes],
         dropped: Iterable[str],
     ) -> int | None:
-        """Write changed states, delete dropped ones and move the offset, in one step. Returns
-        the change in stored bytes, or None when another owner has claimed the partition."""
-        dropped = list(dropped)
-        args: list[str | bytes | int] = [generation, self.ttl_ms, len(dropped), *dropped]
-        args += [
-            "~v", FORMAT_VERSION, "~id", self.identity(partition), "~offset", offset,
-            "~t", int(time.time() * 1000), "~owner", self.owner,
+        """Write changed states (`[subject, encoded state, ...]`), delete dropped ones and move
+        the offset, in one step. Returns the change in stored bytes, or None when another owner
+        has claimed the partition."""
+        header: list[str | bytes] = [
+            "~v", str(FORMAT_VERSION), "~id", self.identity(partition), "~offset", str(offset),
+            "~t", str(int(time.time() * 1000)), "~owner", self.owner,
         ]  # fmt: skip
-        for subject, raw in states:
-            args += (subject, raw)
+        # Lua's msgpack reads strings, not msgpack's bin type: bytes travel as raw strings.
+        args = [
+            generation,
+            self.ttl_ms,
+            _PACK_RAW(list(dropped)),
+            _PACK_RAW(header + states if states else header),
+        ]
         delta = int(await self._save(keys=[self.key(partition)], args=args))
         if delta == -1:
             return None

@@ -54,7 +54,7 @@ class _Snapshot:
     partition: int
     generation: int
     offset: int
-    states: list[tuple[str, bytes]]
+    states: list[str | bytes]  # subject, encoded state, subject, ...
     changed: set[str]
     dropped: set[str]
     acks: list[tuple[int, Ack]]
@@ -216,7 +216,12 @@ class PartitionStates:
             owned.saved_at = time.monotonic()  # nothing unsaved
             return None
         encode = self.checkpoints.codec.encode
-        states = [(s, encode(state)) for s in changed if (state := store.peek(s)) is not None]
+        peek = store.peek
+        states: list[str | bytes] = []
+        for subject in changed:
+            state = peek(subject)
+            if state is not None:
+                states += (subject, encode(state))
         acks, owned.acks = owned.acks, []
         return _Snapshot(partition, owned.generation, store.offset, states, changed, dropped, acks)
 

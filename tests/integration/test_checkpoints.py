@@ -57,7 +57,7 @@ async def ckpt(settings: Settings, redis: Redis) -> AsyncIterator[Checkpoints]:
 async def save_states(ckpt: Checkpoints, partition: int, states: dict[str, SubjectState],
                       offset: int) -> int:  # fmt: skip
     claim = await ckpt.claim(partition)
-    encoded = [(s, ckpt.codec.encode(state)) for s, state in states.items()]
+    encoded = [x for s, state in states.items() for x in (s, ckpt.codec.encode(state))]
     assert await ckpt.save(partition, claim.generation, offset, encoded, []) is not None
     return claim.generation
 
@@ -133,11 +133,11 @@ async def test_a_previous_owner_cannot_overwrite_its_successor(ckpt: Checkpoints
     state = SubjectState()
     state.w_requests = 1
     raw = ckpt.codec.encode(state)
-    written = await ckpt.save(1, new.generation, 20, [("ip:a", raw)], [])
+    written = await ckpt.save(1, new.generation, 20, ["ip:a", raw], [])
     assert written is not None and written > len(raw)  # the state and the reserved fields
     stale = SubjectState()
     stale.w_requests = 99
-    assert await ckpt.save(1, old.generation, 25, [("ip:a", ckpt.codec.encode(stale))], []) is None
+    assert await ckpt.save(1, old.generation, 25, ["ip:a", ckpt.codec.encode(stale)], []) is None
     store = StateStore(10)
     await ckpt.load(1, store, (await ckpt.claim(1)).generation)
     assert store.peek("ip:a").w_requests == 1 and store.offset == 20
