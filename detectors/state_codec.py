@@ -126,6 +126,7 @@ class StateCodec:
         self.memos: dict[str, MemoCodec] = {
             d.name: d.declares.memo for d in detectors if d.declares.memo is not None
         }
+        self._encoders = {name: codec.encode for name, codec in self.memos.items()}
         self.learners = {d.name: d for d in detectors if d.declares.model_version > 0}
 
     # -- subject states ---------------------------------------------------------------------------
@@ -143,8 +144,8 @@ class StateCodec:
                 link = link.next
         memos = None
         if memo is not None:
-            codecs = self.memos
-            memos = {name: codecs[name].encode(m) for name, m in memo.items()}
+            encoders = self._encoders
+            memos = {name: encoders[name](m) for name, m in memo.items()}
         return _packer.pack(
             (
                 *_get_fields(state),
