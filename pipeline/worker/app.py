@@ -19,8 +19,9 @@ from redis.asyncio import Redis
 
 from detectors.state_codec import StateCodec
 from pipeline.config import Settings
-from pipeline.decisions import Overrides, RedisDecisions
+from pipeline.decisions import RedisDecisions
 from pipeline.kafka import make_producer
+from pipeline.operator.sync import OperatorSync
 from pipeline.worker.checkpoints import CheckpointMetrics, Checkpoints
 from pipeline.worker.ownership import PartitionStates
 from pipeline.worker.processor import build_processor
@@ -80,7 +81,7 @@ def create_worker_app(settings: Settings) -> faust.App:
         dlq_topic=settings.topics.dlq,
         states=states,
         source=f"{settings.worker_id}/{settings.topics.events}",
-        overrides=Overrides(redis, settings.redis_prefix),
+        operator=OperatorSync.from_settings(redis, settings),
         checkpoint_interval_s=settings.checkpoint_interval_s,
         model_interval_s=settings.checkpoint_model_interval_s,
     )

@@ -19,9 +19,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from pipeline import envelopes
-from pipeline.decisions import Decision, Overrides, RedisDecisions
+from pipeline.decisions import Decision, RedisDecisions
 from pipeline.events import Reject
 from pipeline.kafka import DeadLetters
+from pipeline.operator.sync import OperatorSync
 from pipeline.retry import until_done
 from pipeline.worker.ownership import Ack, PartitionStates
 from pipeline.worker.processor import Processor
@@ -47,7 +48,7 @@ class WorkerRuntime(Service):
         dlq_topic: str,
         states: PartitionStates,
         source: str = "",
-        overrides: Overrides | None = None,
+        operator: OperatorSync | None = None,
         checkpoint_interval_s: float = 1.0,
         model_interval_s: float = 10.0,
     ) -> None:
@@ -59,7 +60,7 @@ class WorkerRuntime(Service):
         self.producer_factory = producer_factory
         self.decisions_topic = decisions_topic
         self.dlq_topic = dlq_topic
-        self.overrides = overrides
+        self.operator = operator
         self.states = states
         # `<group>/<topic>`: with a partition and an offset, names an envelope whose effects
         # Redis must apply only once (`RedisDecisions.write`).
@@ -70,15 +71,10 @@ class WorkerRuntime(Service):
 
     @Service.timer(OVERRIDES_REFRESH_S)
     async def _refresh_overrides(self) -> None:
-        """An operator's allow-override must also stop new decisions, not only their enforcement."""
-        if self.overrides is None:
-            return
-        try:
-            current = await self.overrides.all()
-        except (RedisError, OSError) as exc:
-            log.warning("worker.overrides_unavailable", error=str(exc))
-            return  # keep the last known set
-        self.processor.allowed = frozenset(current["allow"])
+        """An operator's allow-override must also stop new decisions, not only their enforcement;
+        feedback's threshold adjustments apply within seconds; queued audit alerts go out."""
+        if self.operator is not None:
+            await self.operator.refresh(self.processor, getattr(self, "producer", None))
 
     @Service.task
     async def _checkpoint(self) -> None:
