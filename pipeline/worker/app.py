@@ -1,7 +1,9 @@
 """The Faust app: one agent over the events topic; partitions are the unit of parallelism.
 
 No Faust tables: on Tansu a second worker could not join a group whose app had one (see the
-architecture brief), so per-subject state stays in `WorkerRuntime`, owned by partition.
+architecture brief), so per-subject state stays in the worker's memory, owned by partition
+(`PartitionStates`), checkpointed to Redis, loaded on assignment and flushed on revoke. The agent
+acknowledges envelopes itself (`noack`): only once a checkpoint holds what they changed.
 """
 
 from __future__ import annotations
@@ -12,16 +14,21 @@ from typing import Any
 
 import faust
 from faust.web import Request, Response, View
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 
+from detectors.state_codec import StateCodec
 from pipeline.config import Settings
 from pipeline.decisions import RedisDecisions
 from pipeline.kafka import make_producer
 from pipeline.operator.sync import OperatorSync
+from pipeline.worker.checkpoints import CheckpointMetrics, Checkpoints
 from pipeline.worker.metrics import WorkerMetrics
+from pipeline.worker.ownership import PartitionStates
 from pipeline.worker.processor import build_processor
 from pipeline.worker.runtime import WorkerRuntime
+from pipeline.worker.store import SubjectBudget
 from pipeline.worker.transport import GatewatchApp
 
 __all__ = ["create_worker_app"]
@@ -46,18 +53,41 @@ def create_worker_app(settings: Settings) -> faust.App:
         stream_wait_empty=False,
     )
     redis = Redis.from_url(settings.redis_url.get_secret_value())
+    registry = CollectorRegistry()
+    processor = build_processor(settings)
+    # One bound for every partition this worker owns, not one per partition.
+    budget = SubjectBudget(settings.max_subjects)
+    worker_metrics = WorkerMetrics(registry, subjects=lambda: budget.held)
+    metrics = CheckpointMetrics(registry)
+    checkpoints = (
+        Checkpoints(
+            redis,
+            StateCodec(processor.detectors),
+            prefix=settings.redis_prefix,
+            group=settings.worker_id,
+            topic=settings.topics.events,
+            ttl_s=settings.checkpoint_ttl_s,
+            metrics=metrics,
+        )
+        if settings.checkpoints
+        else None
+    )
+    states = PartitionStates(budget, checkpoints, metrics)
     runtime = WorkerRuntime(
-        processor=build_processor(settings),
+        processor=processor,
         redis=redis,
         decisions=RedisDecisions(redis, settings.redis_prefix, settings.decision_stream_maxlen),
         producer_factory=lambda: make_producer(settings),
         decisions_topic=settings.topics.decisions,
         dlq_topic=settings.topics.dlq,
-        max_subjects=settings.max_subjects,
+        states=states,
+        source=f"{settings.worker_id}/{settings.topics.events}",
         operator=OperatorSync.from_settings(redis, settings),
+        checkpoint_interval_s=settings.checkpoint_interval_s,
+        model_interval_s=settings.checkpoint_model_interval_s,
         alerts_topic=settings.topics.alerts if settings.alerts_enabled else None,
         alert_window_s=settings.alert_window_s,
-        metrics=(metrics := WorkerMetrics()),
+        metrics=worker_metrics,
     )
     topic = app.topic(
         settings.topics.events,
@@ -67,25 +97,35 @@ def create_worker_app(settings: Settings) -> faust.App:
         value_serializer="raw",
     )
 
+    topic_name = topic.get_topic_name()
+
     @app.task
     async def start_runtime() -> None:
         await app.add_runtime_dependency(runtime)
 
     @app.agent(topic, name="detect")
     async def detect(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await runtime.handle(event.value, event.message.partition)
-            metrics.positions[event.message.partition] = event.message.offset + 1
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            message = event.message
+            await runtime.handle(event.value, message.partition, message.offset, event.ack)
+            worker_metrics.positions[message.partition] = message.offset + 1
+
+    # Faust revokes everything before each assignment (and waits for this before rejoining):
+    # the states are checkpointed here, so whoever is assigned a partition next loads them.
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        await states.revoked()
+
+    # Partitions this worker keeps keep their memory; new ones are loaded before their first
+    # envelope is processed (`PartitionStates.hold` waits for this).
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        await states.assigned(tp.partition for tp in assigned if tp.topic == topic_name)
 
     @app.page("/metrics")
     async def metrics_page(view: View, request: Request) -> Response:
-        metrics.refresh_consumer_lag(app.consumer, topic.get_topic_name())
-        return view.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    # Faust revokes everything before each assignment; dropping state only for partitions that did
-    # not come back keeps baselines across a rebalance that leaves this worker its partitions.
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
-        runtime.retain({tp.partition for tp in assigned if tp.topic == topic.get_topic_name()})
+        worker_metrics.refresh_consumer_lag(app.consumer, topic_name)
+        # As a header: aiohttp refuses a content_type argument with a charset in it.
+        return view.bytes(worker_metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return app

@@ -1,9 +1,10 @@
 """What a worker does with one envelope: decode, detect, write decisions, then let Faust ack it.
 
 The handler returns only after Redis and the decisions topic have the batch's decisions and the
-alerts topic its alerts, and Faust acks (so commits) a message only after its handler returned:
-at-least-once end to end. State lives in memory, one `StateStore` per partition (and one
-`AlertCollector` when alerts are on), dropped when another worker is assigned the partition.
+alerts topic its alerts; the envelope is acknowledged (so committed) once a checkpoint holds the
+state it changed (`PartitionStates`): at-least-once end to end, and a replayed envelope is not
+counted twice. State lives in memory, one `StateStore` per owned partition, checkpointed to
+Redis; alerts are built by one `AlertCollector` per partition.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from pipeline.operator.sync import OperatorSync
 from pipeline.retry import until_done
 from pipeline.worker.alerting import AlertCollector
 from pipeline.worker.metrics import WorkerMetrics
-from pipeline.worker.processor import Processor, StateStore
+from pipeline.worker.ownership import Ack, PartitionStates
+from pipeline.worker.processor import Processor
+from pipeline.worker.store import StateStore
 from sinks.kafka import KafkaDecisionSink
 
 __all__ = ["WorkerRuntime"]
@@ -48,8 +51,11 @@ class WorkerRuntime(Service):
         producer_factory: Callable[[], AIOKafkaProducer],
         decisions_topic: str,
         dlq_topic: str,
-        max_subjects: int,
+        states: PartitionStates,
+        source: str = "",
         operator: OperatorSync | None = None,
+        checkpoint_interval_s: float = 1.0,
+        model_interval_s: float = 10.0,
         alerts_topic: str | None = None,
         alert_window_s: float = 60.0,
         metrics: WorkerMetrics | None = None,
@@ -62,16 +68,19 @@ class WorkerRuntime(Service):
         self.producer_factory = producer_factory
         self.decisions_topic = decisions_topic
         self.dlq_topic = dlq_topic
-        self.max_subjects = max_subjects
         self.operator = operator
-        self.stores: dict[int, StateStore] = {}
+        self.states = states
+        # `<group>/<topic>`: with a partition and an offset, names an envelope whose effects
+        # Redis must apply only once (`RedisDecisions.write`).
+        self.source = source
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.model_interval_s = model_interval_s
         self.ready = asyncio.Event()
         # Alerts: None writes none (the throughput bench's "alerts off").
         self.alerts_topic = alerts_topic
         self.alert_window_s = alert_window_s
         self.collectors: dict[int, AlertCollector] = {}
         self.metrics = metrics if metrics is not None else WorkerMetrics()
-        self.metrics.subjects.set_function(lambda: sum(len(s) for s in self.stores.values()))
 
     @Service.timer(OVERRIDES_REFRESH_S)
     async def _refresh_overrides(self) -> None:
@@ -80,31 +89,47 @@ class WorkerRuntime(Service):
         if self.operator is not None:
             await self.operator.refresh(self.processor, getattr(self, "producer", None))
 
+    @Service.task
+    async def _checkpoint(self) -> None:
+        """Subject states about every `checkpoint_interval_s`, models every `model_interval_s`."""
+        await self.ready.wait()
+        models_at = time.monotonic()
+        while not self.should_stop:
+            await self.sleep(self.checkpoint_interval_s)
+            await self.states.flush()
+            if time.monotonic() - models_at >= self.model_interval_s:
+                models_at = time.monotonic()
+                await self.states.flush_models()
+
     async def on_start(self) -> None:
         self.producer = self.producer_factory()
         await self.producer.start()
         self.sink = KafkaDecisionSink(self.producer, self.decisions_topic)
         self.dead_letters = DeadLetters(self.producer, self.dlq_topic)
+        # Learned models before the first envelope (partitions load on assignment).
+        await self.states.load_models()
         self.ready.set()
 
     async def on_stop(self) -> None:
+        await self.states.flush()
+        await self.states.flush_models()
         await self.producer.stop()
         await self.redis.aclose()
 
-    def retain(self, partitions: set[int]) -> None:
-        """Keep the state of these partitions only (another worker owns the rest now)."""
-        for p in set(self.stores) - partitions:
-            dropped = self.stores.pop(p)
-            log.info("worker.partition_dropped", partition=p, subjects=len(dropped))
-        for p in set(self.collectors) - partitions:
-            del self.collectors[p]  # its open finding windows were reported when they opened
-
-    async def handle(self, payload: bytes, partition: int) -> int:
-        """Process one envelope; returns how many events it held."""
+    async def handle(
+        self, payload: bytes, partition: int, offset: int | None = None, ack: Ack | None = None
+    ) -> int:
+        """Process one envelope (at `offset` of `partition`; `ack` once it is checkpointed);
+        returns how many events it held."""
         await self.ready.wait()
-        store = self.stores.get(partition)
-        if store is None:
-            store = self.stores[partition] = StateStore(self.max_subjects)
+        async with self.states.hold(partition, offset, ack) as store:
+            if store is None:
+                return 0  # already held by the loaded state, or no longer this worker's
+            return await self._handle(payload, partition, store, offset)
+
+    async def _handle(
+        self, payload: bytes, partition: int, store: StateStore, offset: int | None
+    ) -> int:
         collector = self._collector(partition, store)
         alerts: list[Alert] = []
         try:
@@ -124,9 +149,10 @@ class WorkerRuntime(Service):
                 payload, partition, f"processing failed: {exc!r}", "processing_failed"
             )
             return 0
-        await self._write(decisions, len(events))
+        source = None if offset is None else (f"{self.source}/{partition}", offset)
+        await self._write(decisions, len(events), source)
         if decisions or alerts:
-            # Both before returning: the envelope's offset is committed only after.
+            # Both before returning: the envelope is acknowledged only after.
             await asyncio.gather(self.sink.publish(decisions), self._publish(alerts))
         self.metrics.envelope(events, decisions, alerts)
         if decisions:
@@ -164,7 +190,12 @@ class WorkerRuntime(Service):
 
     @Service.timer(ALERT_SWEEP_S)
     async def _sweep_alerts(self) -> None:
-        """Report finding windows that closed on partitions gone quiet (their final counts)."""
+        """Report finding windows that closed on partitions gone quiet (their final counts), and
+        forget the collectors of partitions this worker no longer owns."""
+        owned = self.states.stores
+        for p, c in list(self.collectors.items()):
+            if owned.get(p) is not c.store:
+                del self.collectors[p]  # its open windows were reported when they opened
         now_ms = int(time.time() * 1000)
         alerts = [a for c in list(self.collectors.values()) for a in c.sweep(now_ms)]
         if not alerts:
@@ -182,10 +213,15 @@ class WorkerRuntime(Service):
         await self.dead_letters.send([reject], origin=f"partition:{partition}")
         self.metrics.dead_letter(cause)
 
-    async def _write(self, decisions: list[Decision], events: int) -> None:
+    async def _write(
+        self, decisions: list[Decision], events: int, source: tuple[str, int] | None
+    ) -> None:
+        async def write() -> None:
+            await self.decisions.write(decisions, events_processed=events, source=source)
+
         # Redis down: hold this envelope (and so its offset) until it is back, never skip it.
         await until_done(
-            lambda: self.decisions.write(decisions, events_processed=events),
+            write,
             retry_on=(RedisError, OSError),
             event="worker.redis_unavailable",
             max_backoff_s=MAX_BACKOFF_S,
