@@ -132,11 +132,13 @@ async def test_oversize_body_is_refused(services, settings: Settings) -> None:
             await runner.cleanup()
 
 
-async def test_kafka_down_answers_503_so_kong_retries(settings: Settings) -> None:
-    """A broker of its own, stopped after the collector connected: the POST must not be 2xx."""
+async def test_kafka_down_answers_503_when_the_spool_is_off(settings: Settings) -> None:
+    """A broker of its own, stopped after the collector connected: without a spool the POST
+    must not be 2xx (Kong keeps the batch and retries)."""
     broker = EmbeddedStack().start()
     settings.kafka = broker.kafka
     settings.kafka_timeout_s = 2.0
+    settings.spool_dir = "off"
     try:
         async with collector_app(settings) as app:
             runner, base = await serve(app)
@@ -152,6 +154,37 @@ async def test_kafka_down_answers_503_so_kong_retries(settings: Settings) -> Non
                 await runner.cleanup()
     finally:
         broker.stop()
+
+
+async def test_kafka_down_with_a_spool_answers_200_and_keeps_the_entries(
+    settings: Settings, tmp_path
+) -> None:
+    """The same outage with the spool on: acknowledged, fsync'd on disk, still there after the
+    collector stopped (the broker never came back)."""
+    broker = EmbeddedStack().start()
+    settings.kafka = broker.kafka
+    settings.kafka_timeout_s = 2.0
+    settings.spool_after_s = 0.5
+    try:
+        async with collector_app(settings, spool="c1") as app:
+            runner, base = await serve(app)
+            try:
+                broker.stop()
+                async with aiohttp.ClientSession() as http:
+                    async with http.post(
+                        f"{base}/kong", data=KONG_FILES[0].read_bytes(), headers=auth(settings)
+                    ) as resp:
+                        assert resp.status == 200
+                        assert (await resp.json())["accepted"] == 1
+                    async with http.get(f"{base}/metrics") as resp:
+                        metrics = await resp.text()
+            finally:
+                await runner.cleanup()
+    finally:
+        broker.stop()
+    assert "gatewatch_spool_records 1.0" in metrics
+    assert "gatewatch_spool_spooled_total 1.0" in metrics
+    assert list((tmp_path / "gatewatch-spool" / "c1").glob("*.seg"))
 
 
 async def test_hmac_signed_body_is_accepted_and_forgeries_are_not(

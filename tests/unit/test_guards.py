@@ -31,22 +31,18 @@ class Clock:
         return self.now
 
 
-class FlakyProducer:
-    """Stands in for EnvelopeProducer: fails while `down`, records what it accepted."""
+class FlakyDelivery:
+    """Stands in for Delivery without a spool: fails while `down`, records what it accepted."""
 
     def __init__(self) -> None:
         self.down = False
         self.accepted: list[EventRecord] = []
 
-    async def submit_records(self, records: list[EventRecord]) -> None:
+    async def deliver(self, records: list[EventRecord], rejects: list[Reject], origin: str) -> None:
+        assert not rejects
         if self.down:
             raise KafkaUnavailable("broker down")
         self.accepted.extend(records)
-
-
-class NoDeadLetters:
-    async def send(self, rejects: list[Reject], *, origin: str = "") -> None:
-        assert not rejects
 
 
 def test_bearer_token_must_match_exactly() -> None:
@@ -112,11 +108,10 @@ def test_deduplicator_filter_drops_retries_and_repeats_within_a_batch() -> None:
 
 @pytest.fixture
 async def client_and_producer():
-    producer = FlakyProducer()
+    producer = FlakyDelivery()
     app = create_collector_app(
         parser=KongParser(Redactor(b"k")),
-        producer=producer,  # type: ignore[arg-type]
-        dead_letters=NoDeadLetters(),  # type: ignore[arg-type]
+        delivery=producer,  # type: ignore[arg-type]
         auth=SenderAuth(token="t"),
         metrics=CollectorMetrics(CollectorRegistry()),
         max_body_bytes=1 << 20,
@@ -146,27 +141,26 @@ async def test_a_batch_refused_with_503_is_not_remembered(client_and_producer) -
     assert [r["request_id"] for r in producer.accepted] == ["2f6946328ffc4946b8c9120704a4a155"]
 
 
-class GatedProducer:
-    """Holds every submit until `gate` is set, as a broker slow to acknowledge would."""
+class GatedDelivery:
+    """Holds every delivery until `gate` is set, as a broker slow to acknowledge would."""
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.waiting = asyncio.Event()
         self.accepted: list[EventRecord] = []
 
-    async def submit_records(self, records: list[EventRecord]) -> None:
+    async def deliver(self, records: list[EventRecord], rejects: list[Reject], origin: str) -> None:
         self.waiting.set()
         await self.gate.wait()
         self.accepted.extend(records)
 
 
 async def test_a_collector_at_capacity_sheds_at_once_and_recovers() -> None:
-    producer = GatedProducer()
+    producer = GatedDelivery()
     metrics = CollectorMetrics(CollectorRegistry())
     app = create_collector_app(
         parser=KongParser(Redactor(b"k")),
-        producer=producer,  # type: ignore[arg-type]
-        dead_letters=NoDeadLetters(),  # type: ignore[arg-type]
+        delivery=producer,  # type: ignore[arg-type]
         auth=SenderAuth(token="t"),
         metrics=metrics,
         max_body_bytes=1 << 20,
