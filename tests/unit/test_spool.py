@@ -164,7 +164,9 @@ def test_files_are_private(tmp_path: Path) -> None:
     spool.close()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     items=st.lists(st.binary(min_size=0, max_size=90), min_size=1, max_size=25),
     segment_bytes=st.integers(min_value=40, max_value=400),
