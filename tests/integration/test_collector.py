@@ -3,8 +3,11 @@ bad entries go to the dead-letter topic with a reason; only 401 and 413 refuse a
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 import time
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -14,9 +17,10 @@ from pipeline import envelopes
 from pipeline.config import Settings
 from pipeline.ingest.collector import collector_app
 from pipeline.ingest.guards import SIGNATURE_HEADER, TIMESTAMP_HEADER, SenderAuth
-from pipeline.stack import EmbeddedStack
+from pipeline.stack import EmbeddedStack, free_port, stop_process, wait_for_port
+from tests.unit.test_guards import chunked_upload
 
-from .conftest import FIXTURES, read_topic, serve
+from .conftest import FIXTURES, PYTHON, ROOT, gatewatch_env, read_topic, serve
 
 KONG_FILES = sorted((FIXTURES / "kong").glob("*.json"))
 SECRET_APIKEY = b"my-secret-key-not-redacted"
@@ -254,3 +258,49 @@ async def test_too_many_entries_and_a_flooding_source_are_refused(settings: Sett
                     assert int(resp.headers["Retry-After"]) >= 1
         finally:
             await runner.cleanup()
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's peak resident set (VmHWM, Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+async def test_concurrent_chunked_uploads_stay_within_the_inflight_limit(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """12 concurrent 7 MiB chunked uploads to a real collector process: the bodies it holds at
+    once stay near its 16 MiB limit (the rest are answered 503 mid-stream), so its peak memory
+    grows by a fraction of the 84 MiB they add up to."""
+    port = free_port()
+    log = open(tmp_path / "collector.log", "wb")  # noqa: ASYNC230 - the child writes to it
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before the measurement
+        [PYTHON, "-m", "pipeline", "collector", "--port", str(port)],
+        env=gatewatch_env(settings),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, proc, 60)
+        headers = auth(settings)
+        entry = KONG_FILES[2].read_bytes()
+        async with aiohttp.ClientSession(headers=headers) as http:  # warm up: one real POST
+            async with http.post(f"http://127.0.0.1:{port}/kong", data=entry) as resp:
+                assert resp.status == 200
+        before = peak_rss_bytes(proc.pid)
+        body = b"[" + b" " * (7 * 1024 * 1024 - len(entry) - 2) + entry + b"]"
+        results = await asyncio.gather(
+            *(chunked_upload(port, headers, body, pace_s=0.002) for _ in range(12))
+        )
+        growth = peak_rss_bytes(proc.pid) - before
+    finally:
+        stop_process(proc)
+        log.close()
+    statuses = sorted(status for status, _ in results)
+    print(f"statuses={statuses} peak_rss_growth={growth / 2**20:.1f} MiB")
+    assert statuses.count(200) >= 1 and statuses.count(503) >= 6
+    assert set(statuses) <= {200, 503}
+    assert growth < 40 * 2**20
