@@ -95,7 +95,8 @@ def _time_error(ts_ms: int, field: str, bounds: tuple[int, int], window: TimeWin
 
 def _span(seconds: float) -> str:
     if seconds >= _DAY_S:
-        return f"{seconds / _DAY_S:.1f}".removesuffix(".0") + " days"
+        days = f"{seconds / _DAY_S:.1f}".removesuffix(".0")
+        return f"{days} day" if days == "1" else f"{days} days"
     if seconds >= 3600:
         return f"{seconds / 3600:.1f}".removesuffix(".0") + " h"
     return f"{seconds:.0f} s"

@@ -304,3 +304,32 @@ async def test_concurrent_chunked_uploads_stay_within_the_inflight_limit(
     assert statuses.count(200) >= 1 and statuses.count(503) >= 6
     assert set(statuses) <= {200, 503}
     assert growth < 40 * 2**20
+
+
+async def test_implausible_entries_go_to_the_dlq_with_their_reason(settings: Settings) -> None:
+    """The production event-time window on: a status of 99999 and a negative or far-future
+    timestamp are dead letters with a reason; their neighbours go through."""
+    settings.event_max_future_s = 86_400
+    settings.event_max_age_s = 30 * 86_400
+    now = int(time.time() * 1000)
+    good = json.loads(KONG_FILES[2].read_text()) | {"started_at": now}
+    bad_status = json.loads(json.dumps(good))
+    bad_status["response"]["status"] = 99999
+    body = orjson.dumps(
+        [good, bad_status, good | {"started_at": -1}, good | {"started_at": now + 3 * 86_400_000}]
+    )
+    async with collector_app(settings) as app:
+        runner, base = await serve(app)
+        try:
+            async with aiohttp.ClientSession(headers=auth(settings)) as http:
+                async with http.post(f"{base}/kong", data=body) as resp:
+                    answer = await resp.json()
+        finally:
+            await runner.cleanup()
+    assert answer["accepted"] == 1 and answer["rejected"] == 3
+    dead = await read_topic(settings.kafka, settings.topics.dlq, expect=3)
+    assert sorted(headers["gatewatch.reason"].decode() for _, _, headers in dead) == [
+        "response.status: 99999 is not an HTTP status (100-599)",
+        "started_at: -1 is not an epoch-millisecond timestamp",
+        "started_at: 3 days in the future (limit 1 day)",
+    ]
