@@ -170,6 +170,7 @@ async def serve_bridge(
     what the bridge has not delivered stays on the raw topic, uncommitted."""
     registry = CollectorRegistry()
     async with ingest_outputs(settings) as out:
+        assert out.producer is not None and out.dead_letters is not None  # no spool: connected
         consumer = AIOKafkaConsumer(
             settings.topics.raw_kong,
             bootstrap_servers=settings.kafka,

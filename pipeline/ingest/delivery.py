@@ -125,8 +125,8 @@ class Delivery:
 
     def __init__(
         self,
-        producer: EnvelopeProducer,
-        dead_letters: DeadLetters,
+        producer: EnvelopeProducer | None,
+        dead_letters: DeadLetters | None,
         *,
         spool: Spool | None = None,
         metrics: SpoolMetrics | None = None,
@@ -159,12 +159,18 @@ class Delivery:
         self._writer: asyncio.Task[None] | None = None
         self._replayer: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
+        self._connected = asyncio.Event()
+        if producer is not None:
+            self._connected.set()
 
     # -- life --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the spool; one left non-empty by an earlier run is replayed first."""
+        """Open the spool; one left non-empty by an earlier run is replayed first, and until
+        Kafka is attached everything goes to the spool."""
         if self.spool is None:
+            if self.producer is None:
+                raise ValueError("without a spool, delivery needs Kafka from the start")
             return
         await self._run(self.spool.open)
         self.metrics.corrupt.inc(self.spool.corrupt_bytes)
@@ -174,8 +180,14 @@ class Delivery:
             log.warning(
                 "delivery.replaying", records=self.spool.records, dir=str(self.spool.directory)
             )
+        if not self.spool.empty or self.producer is None:
             self.spooling = True
             self._start_replayer()
+
+    def attach(self, producer: EnvelopeProducer, dead_letters: DeadLetters) -> None:
+        """Kafka is reachable at last: replay what was spooled meanwhile, then go direct."""
+        self.producer, self.dead_letters = producer, dead_letters
+        self._connected.set()
 
     async def close(self) -> None:
         """Stop replaying (what is not replayed stays in the spool for the next start) and close
@@ -239,6 +251,8 @@ class Delivery:
         await asyncio.shield(batch.spooled)
 
     def _send(self, batch: _Batch) -> list[asyncio.Future[None]]:
+        # Direct delivery happens only once attached (spooling lasts until then).
+        assert self.producer is not None and self.dead_letters is not None
         batch.envelopes = self.producer.enqueue(batch.records)
         waits = [p.done for p in batch.envelopes]
         if batch.rejects:
@@ -317,6 +331,7 @@ class Delivery:
 
     async def _replay_loop(self) -> None:
         assert self.spool is not None
+        await self._connected.wait()
         while True:
             try:
                 records = await self._run(self.spool.read, self.replay_bytes)
@@ -340,7 +355,7 @@ class Delivery:
             return
 
     async def _replay(self, records: list[SpoolRecord]) -> None:
-        assert self.spool is not None
+        assert self.spool is not None and self.producer is not None
         parts: dict[int, list[EventRecord]] = {}
         dead: list[tuple[Reject, str, int]] = []
         settled = 0
@@ -394,10 +409,12 @@ class Delivery:
     ) -> None:
         """Each partition's envelopes in order, partitions side by side; what was acknowledged
         is taken off `chunks` and `dead`, so a retry resends only the rest."""
+        assert self.producer is not None and self.dead_letters is not None
+        producer, dead_letters = self.producer, self.dead_letters
 
         async def partition(p: int, queue: list[list[EventRecord]]) -> None:
             while queue:
-                await self.producer.send_envelope(p, queue[0])
+                await producer.send_envelope(p, queue[0])
                 queue.pop(0)
 
         results = await asyncio.gather(
@@ -410,7 +427,7 @@ class Delivery:
             while n < len(dead) and n < 1000 and dead[n][1:] == (origin, received_at):
                 n += 1
             group = [reject for reject, _, _ in dead[:n]]
-            await self.dead_letters.send(group, origin=origin, received_at_ms=received_at)
+            await dead_letters.send(group, origin=origin, received_at_ms=received_at)
             del dead[:n]
         for result in results:
             if isinstance(result, BaseException):

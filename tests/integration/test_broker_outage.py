@@ -269,7 +269,7 @@ async def test_a_broker_outage_is_absorbed_by_the_spool(
     assert out_of_order(arrived) == []
 
 
-async def test_a_killed_collector_replays_its_spool_when_it_starts_again(
+async def test_a_collector_killed_and_restarted_during_an_outage_loses_nothing(
     outage_settings: Settings, broker: Broker, tmp_path: Path
 ) -> None:
     settings = outage_settings
@@ -291,28 +291,35 @@ async def test_a_killed_collector_replays_its_spool_when_it_starts_again(
 
     url = f"http://127.0.0.1:{port}/kong"
     headers = {"Authorization": f"Bearer {settings.ingest_token.get_secret_value()}"}
-    ids = [f"k-{n:04d}" for n in range(200)]
+    ids = [f"k-{n:04d}" for n in range(250)]
+
+    async def post(batch: list[str]) -> None:
+        async with aiohttp.ClientSession(headers=headers) as http:
+            for start_at in range(0, len(batch), 50):
+                body = orjson.dumps([entry(rid, "203.0.113.5") for rid in batch[start_at:][:50]])
+                async with http.post(url, data=body) as resp:
+                    assert resp.status == 200  # spooled: the broker is stopped
+
     collector = start()
     try:
         broker.pause()
-        async with aiohttp.ClientSession(headers=headers) as http:
-            for start_at in range(0, len(ids), 50):
-                body = orjson.dumps([entry(rid, "203.0.113.5") for rid in ids[start_at:][:50]])
-                async with http.post(url, data=body) as resp:
-                    assert resp.status == 200  # spooled: the broker is stopped
+        await post(ids[:200])
         collector.kill()  # kill -9: no clean shutdown
         collector.wait()
         spool = Path(settings.spool_dir) / f"collector-{port}"
         segments = sorted(spool.glob("*.seg"))
         assert segments, "the acknowledged entries are on disk"
         tear(segments[-1])  # and a write cut short by the crash
-        broker.resume()
+        # Started again while the broker is still stopped: it comes up, and spools.
         collector = start()
+        await post(ids[200:])
+        broker.resume()
         arrived = await read_events(settings, set(ids))
     finally:
         stop_process(collector)
     text = logs.read_text()
     assert "spool.truncated" in text and "delivery.replaying" in text
+    assert "ingest.kafka_unreachable" in text and "ingest.kafka_connected" in text
     assert set(ids) <= set(arrived.ids)
     assert out_of_order(arrived) == []
     print(f"replayed after restart: {len(ids)} ids, duplicates={arrived.duplicates}")
