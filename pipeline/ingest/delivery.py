@@ -47,6 +47,8 @@ __all__ = ["Delivery", "SpoolMetrics"]
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 VERSION = 1
+# How late a wait's timeout may fire before it says more about this process than about Kafka.
+LATE_S = 0.25
 _ENCODE = msgspec.msgpack.Encoder().encode
 _DECODE = msgspec.msgpack.Decoder().decode
 
@@ -239,9 +241,21 @@ class Delivery:
         waits = self._send(batch)
         key, self._next = self._next, self._next + 1
         self._inflight[key] = batch
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.spool_after_s
         done, pending = await asyncio.wait(
             waits, timeout=self.spool_after_s, return_when=asyncio.FIRST_EXCEPTION
         )
+        if pending and not any(_failed(f) for f in done) and loop.time() - deadline > LATE_S:
+            # The timeout itself fired late: this process is busy (parsing a burst), and
+            # Kafka's answers may be waiting to be read. That is overload, not a slow broker:
+            # spooling would only add work. Wait as long as a spool-less collector would.
+            more, pending = await asyncio.wait(
+                pending,
+                timeout=max(0.0, self.kafka_timeout_s - self.spool_after_s),
+                return_when=asyncio.FIRST_EXCEPTION,
+            )
+            done |= more
         if not pending and not any(_failed(f) for f in done):
             self._inflight.pop(key, None)  # on Kafka (and maybe spooled too: replay skips it)
             return

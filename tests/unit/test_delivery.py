@@ -5,6 +5,7 @@ dead letters kept with their origin, a full spool refused, a leftover spool repl
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ class FakeKafka:
     events: list[tuple[int, list[str]]] = field(default_factory=list)  # (partition, request ids)
     dead: list[tuple[bytes, dict[str, bytes]]] = field(default_factory=list)
     tasks: set[asyncio.Future[None]] = field(default_factory=set)
+    # An answer's way back: a network delay, then loop iterations (socket, protocol, futures).
+    delay_s: float = 0.0
+    hops: int = 0
 
     def __post_init__(self) -> None:
         self.up.set()
@@ -49,6 +53,10 @@ class FakeKafka:
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
     ) -> None:
         await self._wait()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        for _ in range(self.hops):
+            await asyncio.sleep(0)
         assert partition is not None
         self.events.append((partition, [e.request_id or "" for e in envelopes.decode(value)]))
 
@@ -242,3 +250,20 @@ async def test_a_spool_left_by_an_earlier_run_is_replayed_first(
     assert sorted(i for i in kafka.ids() if i.startswith("old")) == [
         f"old-{i:03d}" for i in range(15)
     ]
+
+
+async def test_a_busy_process_is_not_taken_for_a_slow_broker(
+    kafka: FakeKafka, tmp_path: Path
+) -> None:
+    """The wait's timeout fires late because this process was busy (a burst being parsed): the
+    broker's answer is already there to be read, so the batch is not spooled."""
+    kafka.delay_s, kafka.hops = 0.01, 5
+    delivery = delivery_for(kafka, tmp_path / "spool", spool_after_s=0.05)
+    await delivery.start()
+    sending = asyncio.create_task(delivery.deliver(records("a", 10), [], "x"))
+    await asyncio.sleep(0)  # the batch is handed over and waits for Kafka ...
+    time.sleep(0.4)  # noqa: ASYNC251 - ... while the loop is blocked for 8x the spool delay
+    await sending
+    assert not delivery.spooling and counter(delivery, "spooled") == 0
+    await delivery.close()
+    assert len(kafka.ids()) == 10
