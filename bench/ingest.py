@@ -164,6 +164,7 @@ async def main() -> None:
     ap.add_argument("--rate", type=float, help="open loop: entries per second, on a schedule")
     ap.add_argument("--entries", type=int, default=200_000, help="distinct entries to replay")
     ap.add_argument("--kafka")
+    ap.add_argument("--log", help="write the collector's log lines to this file")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     console = Console(stderr=True)
@@ -184,12 +185,13 @@ async def main() -> None:
         spool_dir=spool.name,
     )
     env = os.environ | to_environment(settings)
+    log = open(args.log, "wb") if args.log else subprocess.DEVNULL  # noqa: ASYNC230, SIM115
     collector = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing
         [sys.executable, "-m", "pipeline", "collector", "--port", str(port)],
         env=env,
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     latencies: list[float] = []
     counts = {"accepted": 0, "posts": 0, "failed_posts": 0}

@@ -145,7 +145,7 @@ class Delivery:
         self.metrics = metrics or SpoolMetrics(CollectorRegistry())
         self.spool_after_s = spool_after_s
         self.kafka_timeout_s = kafka_timeout_s
-        self.settle_s = 2 * kafka_timeout_s if settle_s is None else settle_s
+        self.settle_s = kafka_timeout_s if settle_s is None else settle_s
         self.replay_bytes = replay_bytes
         self.retry_max_s = retry_max_s
         self.clock = clock
