@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from pipeline.config import Settings
+from pipeline.ingest.outputs import spool_path
 from pipeline.ingest.spool import HEADER, MAGIC, Spool, SpoolError, SpoolFull
 
 
@@ -195,3 +197,18 @@ def test_a_crash_anywhere_in_the_last_segment_keeps_exactly_the_whole_records(
     again.append([(1, b"after the crash")])
     assert drain(again) == [*survivors, b"after the crash"]
     again.close()
+
+
+def test_the_default_spool_lives_where_the_platform_keeps_state(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert Settings().spool_dir == str(tmp_path / "xdg" / "gatewatch" / "spool")
+    # A systemd unit with StateDirectory=gatewatch (several are colon-separated).
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/gatewatch:/var/lib/other")
+    settings = Settings()
+    assert settings.spool_dir == "/var/lib/gatewatch/spool"
+    assert spool_path(settings, "collector-8080") == Path("/var/lib/gatewatch/spool/collector-8080")
+    monkeypatch.setenv("GATEWATCH_SPOOL_DIR", "off")
+    assert spool_path(Settings(), "collector-8080") is None
