@@ -6,6 +6,9 @@ PopulateCache (cache `gatewatch-decisions`, prefix `gatewatch`, so Apigee's key 
 `gatewatch__<subject>`) for the decision's remaining TTL. The enforcement shared
 flow then answers from that cache (LookupCache) without any call out of Apigee.
 
+A subject with an operator override in force is skipped: its Apigee entry is the override
+(`sinks/apigee_overrides.py` pushes those), which a decision must not replace.
+
 The stream position is stored in Redis after each delivered batch, so a restarted sink resumes
 where it stopped. A change the proxy could not take now (5xx, 401/403/408/429, network) is retried
 with backoff; one it rejects as malformed (any other 4xx) is dropped, counted and logged, since
@@ -21,6 +24,8 @@ from typing import Any
 import aiohttp
 import structlog
 from redis.asyncio import Redis
+
+from pipeline.operator.overrides import Overrides
 
 __all__ = ["ApigeeDecisionPusher"]
 
@@ -43,6 +48,7 @@ class ApigeeDecisionPusher:
         concurrency: int = 8,
         batch: int = 200,
         timeout_s: float = 5.0,
+        overrides: Overrides | None = None,
     ) -> None:
         self.redis = redis
         self.http = http
@@ -53,7 +59,9 @@ class ApigeeDecisionPusher:
         self.batch = batch
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._slots = asyncio.Semaphore(concurrency)
+        self.overrides = overrides
         self.pushed = 0
+        self.held = 0
         self.expired = 0
         self.rejected = 0
 
@@ -77,6 +85,10 @@ class ApigeeDecisionPusher:
         now_ms = int(time.time() * 1000)
         live = [c for c in changes if int(c["expires_at"]) > now_ms]
         self.expired += len(changes) - len(live)
+        if self.overrides is not None:
+            held = await self.overrides.in_force([c["subject"] for c in live], now_ms)
+            self.held += sum(c["subject"] in held for c in live)
+            live = [c for c in live if c["subject"] not in held]
         delivered = await asyncio.gather(*(self._deliver(c, now_ms) for c in live))
         await self.redis.set(self.cursor_key, entries[-1][0])
         self.pushed += sum(delivered)
