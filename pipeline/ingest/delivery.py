@@ -18,7 +18,9 @@ Order, per partition, is the senders' order:
   partitions whose write failed, so a slow broker that took it after all causes no duplicate.
   After a restart that knowledge is gone and the whole spool is resent (at-least-once).
 
-While Kafka is healthy the spool costs nothing: no disk write, one dict entry per batch.
+While Kafka is healthy the spool costs nothing: no disk write, one dict entry per batch. A wait
+whose timeout fires late (this process was busy, e.g. parsing a burst) is taken for overload,
+not for a slow broker: the batch waits on, as without a spool, rather than add disk work.
 """
 
 from __future__ import annotations
@@ -29,28 +31,23 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import msgspec
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from pipeline.envelopes import EventRecord
 from pipeline.events import Reject
-from pipeline.ingest.spool import Position, Spool, SpoolError, SpoolFull, SpoolRecord
-from pipeline.kafka import DeadLetters, EnvelopeProducer, KafkaUnavailable, Pending
-from pipeline.retry import until_done
+from pipeline.ingest.replay import Replayer, SpooledBatch, failed
+from pipeline.ingest.spool import Spool, SpoolError, SpoolFull, SpoolRecord
+from pipeline.kafka import DeadLetters, EnvelopeProducer, KafkaUnavailable
 
 __all__ = ["Delivery", "SpoolMetrics"]
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-VERSION = 1
 # How late a wait's timeout may fire before it says more about this process than about Kafka.
 LATE_S = 0.25
-_ENCODE = msgspec.msgpack.Encoder().encode
-_DECODE = msgspec.msgpack.Decoder().decode
 
 
 class SpoolMetrics:
@@ -95,22 +92,6 @@ class SpoolMetrics:
         )
 
 
-@dataclass(eq=False)
-class _Batch:
-    records: list[EventRecord]
-    rejects: list[Reject]
-    origin: str
-    received_at_ms: int
-    envelopes: list[Pending] = field(default_factory=list)  # on their way to Kafka
-    dead: asyncio.Future[None] | None = None
-    spooled: asyncio.Future[None] | None = None  # resolves once fsync'd in the spool
-
-    def encode(self) -> tuple[int, bytes]:
-        dead = [[r.source, r.reason, r.raw, self.origin] for r in self.rejects]
-        payload = _ENCODE([VERSION, self.received_at_ms, self.records, dead])
-        return len(self.records) + len(self.rejects), payload
-
-
 class Delivery:
     """Parameters
     ----------
@@ -150,16 +131,18 @@ class Delivery:
         self.retry_max_s = retry_max_s
         self.clock = clock
         self.spooling = False
-        self._inflight: dict[int, _Batch] = {}  # waiting for Kafka, in hand-over order
+        self._inflight: dict[int, SpooledBatch] = {}  # waiting for Kafka, in hand-over order
         self._next = 0
-        self._queue: deque[_Batch] = deque()  # waiting to be appended
+        self._queue: deque[SpooledBatch] = deque()  # waiting to be appended
         self._queued = asyncio.Event()
         self._appended = asyncio.Event()  # set after every append
         self._writing = False
-        self._sidecars: dict[Position, _Batch] = {}
+        self.replayer = Replayer(
+            metrics=self.metrics, settle_s=self.settle_s, retry_max_s=retry_max_s
+        )
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._writer: asyncio.Task[None] | None = None
-        self._replayer: asyncio.Task[None] | None = None
+        self._replaying: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
         self._connected = asyncio.Event()
         if producer is not None:
@@ -194,10 +177,10 @@ class Delivery:
     async def close(self) -> None:
         """Stop replaying (what is not replayed stays in the spool for the next start) and close
         the spool once everything handed over to it is appended."""
-        if self._replayer is not None:
-            self._replayer.cancel()
+        if self._replaying is not None:
+            self._replaying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._replayer
+                await self._replaying
         if self._writer is not None:
             while self._queue or self._writing:
                 self._appended.clear()
@@ -221,7 +204,7 @@ class Delivery:
     async def deliver(self, records: list[EventRecord], rejects: list[Reject], origin: str) -> None:
         if not records and not rejects:
             return
-        batch = _Batch(records, rejects, origin, int(self.clock() * 1000))
+        batch = SpooledBatch(records, rejects, origin, int(self.clock() * 1000))
         if self.spool is None:
             await self._direct_only(batch)
         elif self.spooling:
@@ -229,15 +212,15 @@ class Delivery:
         else:
             await self._direct(batch)
 
-    async def _direct_only(self, batch: _Batch) -> None:
+    async def _direct_only(self, batch: SpooledBatch) -> None:
         waits = self._send(batch)
         done, pending = await asyncio.wait(
             waits, timeout=self.kafka_timeout_s, return_when=asyncio.FIRST_EXCEPTION
         )
-        if pending or any(_failed(f) for f in done):
+        if pending or any(failed(f) for f in done):
             raise KafkaUnavailable(_why(done, pending))
 
-    async def _direct(self, batch: _Batch) -> None:
+    async def _direct(self, batch: SpooledBatch) -> None:
         waits = self._send(batch)
         key, self._next = self._next, self._next + 1
         self._inflight[key] = batch
@@ -246,7 +229,7 @@ class Delivery:
         done, pending = await asyncio.wait(
             waits, timeout=self.spool_after_s, return_when=asyncio.FIRST_EXCEPTION
         )
-        if pending and not any(_failed(f) for f in done) and loop.time() - deadline > LATE_S:
+        if pending and not any(failed(f) for f in done) and loop.time() - deadline > LATE_S:
             # The timeout itself fired late: this process is busy (parsing a burst), and
             # Kafka's answers may be waiting to be read. That is overload, not a slow broker:
             # spooling would only add work. Wait as long as a spool-less collector would.
@@ -256,7 +239,7 @@ class Delivery:
                 return_when=asyncio.FIRST_EXCEPTION,
             )
             done |= more
-        if not pending and not any(_failed(f) for f in done):
+        if not pending and not any(failed(f) for f in done):
             self._inflight.pop(key, None)  # on Kafka (and maybe spooled too: replay skips it)
             return
         if batch.spooled is None:
@@ -264,7 +247,7 @@ class Delivery:
         assert batch.spooled is not None
         await asyncio.shield(batch.spooled)
 
-    def _send(self, batch: _Batch) -> list[asyncio.Future[None]]:
+    def _send(self, batch: SpooledBatch) -> list[asyncio.Future[None]]:
         # Direct delivery happens only once attached (spooling lasts until then).
         assert self.producer is not None and self.dead_letters is not None
         batch.envelopes = self.producer.enqueue(batch.records)
@@ -289,7 +272,7 @@ class Delivery:
         log.warning("delivery.spooling", reason=reason, batches=len(batches))
         self._start_replayer()
 
-    async def _append(self, batch: _Batch) -> None:
+    async def _append(self, batch: SpooledBatch) -> None:
         batch.spooled = asyncio.get_running_loop().create_future()
         self._queue.append(batch)
         self._queued.set()
@@ -306,7 +289,7 @@ class Delivery:
                 self._writing = True
                 batches = list(self._queue)
                 self._queue.clear()
-                fitting: list[_Batch] = []
+                fitting: list[SpooledBatch] = []
                 items: list[tuple[int, bytes]] = []
                 size = 0
                 for batch in batches:
@@ -329,7 +312,7 @@ class Delivery:
                         fitting, positions, items, strict=True
                     ):
                         if batch.envelopes or batch.dead is not None:
-                            self._sidecars[position] = batch
+                            self.replayer.sidecars[position] = batch
                         self.metrics.spooled.inc(entries)
                         _resolve(batch.spooled, None)
                 finally:
@@ -340,8 +323,8 @@ class Delivery:
     # -- replay ------------------------------------------------------------------------------
 
     def _start_replayer(self) -> None:
-        if self._replayer is None or self._replayer.done():
-            self._replayer = asyncio.create_task(self._replay_loop())
+        if self._replaying is None or self._replaying.done():
+            self._replaying = asyncio.create_task(self._replay_loop())
 
     async def _replay_loop(self) -> None:
         assert self.spool is not None
@@ -363,117 +346,19 @@ class Delivery:
             # Caught up with the last append, and nothing is waiting to be appended: new
             # batches may go to Kafka directly from now on (decided before any await).
             self.spooling = False
-            self._sidecars.clear()
+            self.replayer.sidecars.clear()
             self._drained.set()
             log.info("delivery.replayed", detail="spool empty, delivering to Kafka directly")
             return
 
     async def _replay(self, records: list[SpoolRecord]) -> None:
-        assert self.spool is not None and self.producer is not None
-        parts: dict[int, list[EventRecord]] = {}
-        dead: list[tuple[Reject, str, int]] = []
-        settled = 0
-        entries = 0
-        for record in records:
-            entries += record.entries
-            decoded = self._decode(record)
-            if decoded is None:
-                continue
-            received_at, events, rejects = decoded
-            batch = self._sidecars.pop(record.position, None)
-            failed = await self._failed_partitions(batch) if batch is not None else None
-            for event in events:
-                p = self.producer.route(event)
-                if failed is None or p in failed:
-                    parts.setdefault(p, []).append(event)
-                else:
-                    settled += 1
-            dead_landed = (
-                batch is not None and batch.dead is not None and not await self._failed(batch.dead)
-            )
-            for source, reason, raw, origin in rejects:
-                if dead_landed:
-                    settled += 1
-                else:
-                    dead.append(
-                        (Reject(source=source, reason=reason, raw=raw), origin, received_at)
-                    )
-        chunks = {
-            p: [
-                events[i : i + self.producer.max_events]
-                for i in range(0, len(events), self.producer.max_events)
-            ]
-            for p, events in parts.items()
-        }
-        await until_done(
-            lambda: self._send_replay(chunks, dead),
-            retry_on=KafkaUnavailable,
-            event="delivery.replay_retry",
-            max_backoff_s=self.retry_max_s,
-            on_retry=lambda _: self.metrics.kafka_retries.inc(),
-        )
-        replayed = entries - settled
+        assert self.spool is not None
+        assert self.producer is not None and self.dead_letters is not None
+        entries, settled = await self.replayer.replay(records, self.producer, self.dead_letters)
         await self._run(self.spool.commit, records[-1].end, entries, len(records))
-        self.metrics.replayed.inc(replayed)
+        self.metrics.replayed.inc(entries - settled)
         self.metrics.settled.inc(settled)
         self._gauges()
-
-    async def _send_replay(
-        self, chunks: dict[int, list[list[EventRecord]]], dead: list[tuple[Reject, str, int]]
-    ) -> None:
-        """Each partition's envelopes in order, partitions side by side; what was acknowledged
-        is taken off `chunks` and `dead`, so a retry resends only the rest."""
-        assert self.producer is not None and self.dead_letters is not None
-        producer, dead_letters = self.producer, self.dead_letters
-
-        async def partition(p: int, queue: list[list[EventRecord]]) -> None:
-            while queue:
-                await producer.send_envelope(p, queue[0])
-                queue.pop(0)
-
-        results = await asyncio.gather(
-            *(partition(p, queue) for p, queue in chunks.items()), return_exceptions=True
-        )
-        while dead:
-            # Consecutive rejects of one origin and arrival go in one send.
-            _, origin, received_at = dead[0]
-            n = 1
-            while n < len(dead) and n < 1000 and dead[n][1:] == (origin, received_at):
-                n += 1
-            group = [reject for reject, _, _ in dead[:n]]
-            await dead_letters.send(group, origin=origin, received_at_ms=received_at)
-            del dead[:n]
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-
-    async def _failed_partitions(self, batch: _Batch) -> set[int]:
-        failed = set()
-        for envelope in batch.envelopes:
-            if await self._failed(envelope.done):
-                failed.add(envelope.partition)
-        return failed
-
-    async def _failed(self, future: asyncio.Future[None]) -> bool:
-        """Whether a first write failed, waiting up to `settle_s` for it to end (after which it
-        counts as failed: resending may duplicate, never lose)."""
-        if not future.done():
-            await asyncio.wait([future], timeout=self.settle_s)
-        return not future.done() or _failed(future)
-
-    def _decode(self, record: SpoolRecord) -> tuple[int, list[EventRecord], list[Any]] | None:
-        try:
-            version, received_at, events, dead = _DECODE(record.payload)
-            if version != VERSION:
-                raise ValueError(f"unknown spool record version {version}")
-            return received_at, events, dead
-        except (ValueError, TypeError, msgspec.DecodeError) as exc:
-            # The CRC matched, so this is a record from another version: skipped, said loudly.
-            log.error(
-                "delivery.unreadable_spool_record", position=str(record.position), error=str(exc)
-            )
-            self.metrics.corrupt.inc(len(record.payload))
-            return None
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -484,10 +369,6 @@ class Delivery:
         if self.spool is not None:
             self.metrics.bytes.set(self.spool.disk_bytes)
             self.metrics.records.set(self.spool.entries)
-
-
-def _failed(future: asyncio.Future[None]) -> bool:
-    return future.cancelled() or future.exception() is not None
 
 
 def _why(done: set[asyncio.Future[None]], pending: set[asyncio.Future[None]]) -> str:

@@ -116,12 +116,16 @@ async def test_bridge_serves_metrics_with_its_lag(settings: Settings, run) -> No
     assert lags and all(line.endswith(" 0.0") for line in lags)
 
 
-async def test_collector_and_syslog_listen_on_loopback_by_default(settings: Settings, run) -> None:  # type: ignore[no-untyped-def]
-    collector, syslog, metrics = free_port(), free_port(), free_port()
+async def test_ingest_listeners_and_the_api_listen_on_loopback_by_default(
+    settings: Settings,
+    run,  # type: ignore[no-untyped-def]
+) -> None:
+    collector, syslog, metrics, api = free_port(), free_port(), free_port(), free_port()
     run("collector", "--port", str(collector), wait_port=collector)
     run("syslog", "--tcp-port", str(syslog), "--metrics-port", str(metrics), wait_port=syslog)
+    run("api", "--port", str(api), wait_port=api)
     wait_for_port(metrics, None, 30)
-    for port in (collector, syslog, metrics):
+    for port in (collector, syslog, metrics, api):
         assert listening_addresses(port) == {"127.0.0.1"}, port
 
 
