@@ -185,7 +185,7 @@ async def main() -> None:
         spool_dir=spool.name,
     )
     env = os.environ | to_environment(settings)
-    log = open(args.log, "wb") if args.log else subprocess.DEVNULL  # noqa: ASYNC230, SIM115
+    log = open(args.log, "wb") if args.log else subprocess.DEVNULL  # noqa: ASYNC230
     collector = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing
         [sys.executable, "-m", "pipeline", "collector", "--port", str(port)],
         env=env,
