@@ -26,6 +26,7 @@ from pipeline.operator.cli import feedback_command, override_command, tuning_com
 from pipeline.recommend.cli import recommend_command
 from pipeline.simulator.cli import simulate_command
 from pipeline.logs import configure_logging
+from sinks.command import sink_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -360,6 +361,7 @@ app.command("override")(override_command)
 app.command("feedback")(feedback_command)
 app.command("tuning")(tuning_command)
 app.command("recommend")(recommend_command)
+app.command("sink")(sink_command)
 
 
 def _print_summary(console: Console, result: object) -> None:
