@@ -21,6 +21,7 @@ from pipeline.evaluation.cli import evaluate_command, replay_command
 from pipeline.evaluation.drift import drift_command
 from pipeline.simulator.cli import simulate_command
 from pipeline.logs import configure_logging
+from sinks.command import sink_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -351,6 +352,7 @@ app.command("simulate")(simulate_command)
 app.command("replay")(replay_command)
 app.command("drift")(drift_command)
 app.command("evaluate")(evaluate_command)
+app.command("sink")(sink_command)
 
 
 def _print_summary(console: Console, result: object) -> None:
