@@ -47,6 +47,7 @@ from typing import Literal
 from pipeline.alerts import Alert
 from pipeline.config import Settings
 from sinks.base import Delivery, SinkConfigError
+from sinks.registry import require
 from sinks.syslog_out import Framing, SyslogDatagram, SyslogStream, SyslogTransport
 
 __all__ = ["CefFormatter", "CefSink", "build", "escape_header", "escape_value"]
@@ -191,9 +192,13 @@ class CefFormatter:
         signature = alert.operator.action if alert.operator else top.code if top else ""
         fields = (VENDOR, PRODUCT, self.device_version, signature[:SIGNATURE_MAX_CHARS] or "-")
         # An empty header field trips an assertion in liblognorm's %cef% (it can stop rsyslogd).
-        name = escape_header(alert.title[:NAME_MAX_CHARS] or "-")
+        text = alert.title or "-"
+        name = escape_header(text)
+        if len(text) > NAME_MAX_CHARS:
+            text = text[: NAME_MAX_CHARS - 1]
+            name = escape_header(text) + ELLIPSIS
         if len(name.encode()) > name_budget:
-            name = _cut(alert.title, max(name_budget, len(ELLIPSIS.encode())), escape_header)
+            name = _cut(text, max(name_budget, len(ELLIPSIS.encode())), escape_header)
         head = "|".join(escape_header(f) for f in fields)
         return f"CEF:0|{head}|{name}|{SEVERITY[alert.severity]}|"
 
@@ -281,9 +286,7 @@ def client_tls(ca_file: str | None, cert: str | None, key: str | None) -> ssl.SS
 
 
 def build(settings: Settings) -> CefSink:
-    host = settings.sink_cef_host
-    if not host:
-        raise SinkConfigError("set GATEWATCH_SINK_CEF_HOST (the syslog receiver's host)")
+    host = require(settings, "sink_cef_host")
     transport: Transport = settings.sink_cef_transport
     port = settings.sink_cef_port or (6514 if transport == "tls" else 514)
     if 0 < settings.sink_cef_max_bytes < 480:

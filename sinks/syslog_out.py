@@ -107,8 +107,14 @@ class SyslogStream:
 
     async def _connected(self) -> asyncio.StreamWriter:
         reader, writer = self._reader, self._writer
-        # The receiver closing its end (restart, idle timeout) arrives as EOF while we are idle:
-        # writing there would "succeed" into a dead socket, so reconnect first.
+        # The receiver closing its end (restart, idle timeout) arrives as EOF: writing there would
+        # "succeed" into a dead socket, so reconnect first. A FIN that came in since the loop last
+        # polled is only seen once the loop has run the socket's read callback: two passes (the
+        # first polls and queues it behind this task, the second runs it).
+        if reader is not None and writer is not None:
+            for _ in range(2):
+                await asyncio.sleep(0)
+            reader, writer = self._reader, self._writer
         if reader is not None and writer is not None:
             if not (reader.at_eof() or reader.exception() or writer.is_closing()):
                 return writer

@@ -20,18 +20,25 @@ RULEBASE = "version=2\nrule=:%cef:cef%\n"
 
 # Every field as JSON; `$!` is mmnormalize's result: {"cef": {...}} or, when %cef% did not match,
 # {"originalmsg", "unparsed-data"}.
-TEMPLATE = """template(name="cefjson" type="list") {
-  constant(value="{\\"input\\":\\"") property(name="inputname" format="json")
-  constant(value="\\",\\"pri\\":\\"") property(name="pri" format="json")
-  constant(value="\\",\\"time\\":\\"") property(name="timereported" dateFormat="rfc3339" format="json")
-  constant(value="\\",\\"hostname\\":\\"") property(name="hostname" format="json")
-  constant(value="\\",\\"app\\":\\"") property(name="app-name" format="json")
-  constant(value="\\",\\"procid\\":\\"") property(name="procid" format="json")
-  constant(value="\\",\\"msgid\\":\\"") property(name="msgid" format="json")
-  constant(value="\\",\\"parsed\\":") property(name="$!")
-  constant(value="}\\n")
+FIELDS = {
+    "input": 'name="inputname"',
+    "pri": 'name="pri"',
+    "time": 'name="timereported" dateFormat="rfc3339"',
+    "hostname": 'name="hostname"',
+    "app": 'name="app-name"',
+    "procid": 'name="procid"',
+    "msgid": 'name="msgid"',
 }
-"""
+TEMPLATE = (
+    'template(name="cefjson" type="list") {\n'
+    + "".join(
+        f'  constant(value="{"{" if i == 0 else ","}\\"{key}\\":\\"") '
+        f'property({prop} format="json") constant(value="\\"")\n'
+        for i, (key, prop) in enumerate(FIELDS.items())
+    )
+    + '  constant(value=",\\"parsed\\":") property(name="$!")\n'
+    + '  constant(value="}\\n")\n}\n'
+)
 
 
 @dataclass
@@ -112,6 +119,11 @@ class Rsyslog:
         )
 
     async def start(self) -> None:
+        self._spawn()
+        for port in (self.tcp, self.tls, self.tls_anon):
+            await self._wait_listening(port)
+
+    def _spawn(self) -> None:
         (self.workdir / "spool").mkdir(exist_ok=True)
         (self.workdir / "cef.rb").write_text(RULEBASE)
         conf = self.workdir / "rsyslog.conf"
@@ -123,8 +135,6 @@ class Rsyslog:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        for port in (self.tcp, self.tls, self.tls_anon):
-            await self._wait_listening(port)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -151,7 +161,8 @@ class Rsyslog:
     def records(self) -> list[dict[str, Any]]:
         if not self.out.exists():
             return []
-        return [json.loads(line) for line in self.out.read_text().splitlines()]
+        # Only complete lines (rsyslog may be mid-write), split on LF alone: U+2028 is data.
+        return [json.loads(line) for line in self.out.read_bytes().split(b"\n")[:-1]]
 
     async def wait_for(self, ids: set[str], timeout_s: float = 20) -> dict[str, dict[str, Any]]:
         """The parsed records whose CEF externalId is in `ids`, once all of them arrived (rsyslog
