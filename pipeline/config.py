@@ -173,7 +173,7 @@ class Settings(BaseSettings):
     sink_elastic_timeout_s: float = Field(30.0, gt=0, description="One request's timeout")
 
     # Sink `cef`: CEF over syslog (RFC 5424) over TLS, TCP or UDP (sinks/cef.py).
-    sink_cef_host: str = Field("", description="Syslog receiver host (required)")
+    sink_cef_host: str = Field("", description="the syslog receiver's host name or address")
     sink_cef_port: int = Field(0, ge=0, lt=65536, description="0 = 6514 for tls, 514 otherwise")
     sink_cef_transport: Literal["tls", "tcp", "udp"] = "tls"
     sink_cef_framing: Literal["octet", "newline"] = Field(
@@ -196,11 +196,11 @@ class Settings(BaseSettings):
 
     # Sink `webhook`: Slack, Teams or a templated JSON body, HMAC-signed (sinks/webhook.py).
     sink_webhook_url: SecretStr = Field(
-        SecretStr(""), description="Webhook URL (required; Slack's and Teams' URLs are secrets)"
+        SecretStr(""), description="the webhook's URL; Slack's and Teams' URLs are secrets"
     )
     sink_webhook_format: Literal["slack", "teams", "template"] = "slack"
     sink_webhook_template: str | None = Field(
-        None, description="string.Template file rendering one alert as JSON (format=template)"
+        None, description="a string.Template file rendering one alert as JSON"
     )
     sink_webhook_secret: SecretStr = Field(
         SecretStr(""),

@@ -48,6 +48,12 @@ __all__ = ["WebhookSink", "build"]
 
 log = structlog.get_logger(__name__)
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+SAMPLE = Alert.model_validate(
+    {"id": "gw-sample", "kind": "decision", "event_time": 0, "emit_time": 0,
+     "subject": "ip:192.0.2.1", "scope": "ip", "action": "block", "mode": "shadow",
+     "enforced": False, "title": 'a "sample" \\ alert', "severity": "high", "score": 0.9,
+     "detector": "sample"}
+)  # fmt: skip
 
 
 class WebhookSink:
@@ -147,6 +153,7 @@ def build(settings: Settings) -> WebhookSink:
             )
         try:
             render = template_renderer(Path(path).read_text())
+            render([SAMPLE])  # the values are escaped: if this is JSON, every alert's is
         except (OSError, ValueError) as exc:
             raise SinkConfigError(f"GATEWATCH_SINK_WEBHOOK_TEMPLATE {path}: {exc}") from None
         per_message = 1
