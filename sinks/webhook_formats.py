@@ -9,8 +9,8 @@ link. Texts are cut to Block Kit's limits (header 150, section 3,000, field 2,00
 blocks: 10 alerts per message at most).
 
 Teams: one card per message; values go in TextBlocks and FactSets as plain JSON strings (Teams
-renders a small Markdown subset in them), each cut to 1,000 characters so a message stays far
-under the 28 KB Teams accepts.
+renders a small Markdown subset in them), each cut to 1,000 characters, and shorter still until
+the message is under 24 KB (Teams accepts 28 KB).
 
 Template: Python's `string.Template`, chosen over Jinja2 on purpose: it has no expressions,
 attribute access, filters or loops, so there is nothing to sandbox and nothing a template author
@@ -38,6 +38,7 @@ Render = Callable[[list[Alert]], bytes]
 ICON = {"info": "⚪", "low": "🔵", "medium": "🟡", "high": "🟠", "critical": "🔴"}
 TEAMS_COLOR = {"info": "Default", "low": "Accent", "medium": "Warning", "high": "Attention"}
 TEAMS_MAX_CHARS = 1000
+TEAMS_MAX_BYTES = 24 * 1024  # Teams takes 28 KB; room for its own envelope
 
 
 def _iso(ms: int) -> str:
@@ -97,6 +98,16 @@ def slack_message(alerts: list[Alert]) -> bytes:
 
 
 def teams_message(alerts: list[Alert]) -> bytes:
+    """The card, its texts cut until the message is under TEAMS_MAX_BYTES."""
+    limit = TEAMS_MAX_CHARS
+    while True:
+        body = _teams_body(alerts, limit)
+        if len(body) <= TEAMS_MAX_BYTES or limit <= 16:
+            return body
+        limit //= 2
+
+
+def _teams_body(alerts: list[Alert], limit: int) -> bytes:
     body: list[dict[str, Any]] = []
     for a in alerts:
         facts = [
@@ -111,20 +122,17 @@ def teams_message(alerts: list[Alert]) -> bytes:
         body.append(
             {
                 "type": "TextBlock",
-                "text": _cut(a.title, TEAMS_MAX_CHARS),
+                "text": _cut(a.title, limit),
                 "weight": "Bolder",
                 "wrap": True,
                 "color": TEAMS_COLOR.get(a.severity, "Attention"),
             }
         )
-        body.append(
-            {
-                "type": "FactSet",
-                "facts": [{"title": k, "value": _cut(v, TEAMS_MAX_CHARS)} for k, v in facts],
-            }
-        )
+        # The id is never cut: it is how an analyst finds the alert.
+        cut = [{"title": k, "value": v if k == "Alert id" else _cut(v, limit)} for k, v in facts]
+        body.append({"type": "FactSet", "facts": cut})
         if a.reasons or a.operator:
-            text = _cut(_reasons(a), TEAMS_MAX_CHARS)
+            text = _cut(_reasons(a), limit)
             body.append({"type": "TextBlock", "text": text, "wrap": True, "isSubtle": True})
     card = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
