@@ -11,8 +11,9 @@ versions) stays readable in `event.original`, the alert's own JSON.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 from pipeline.alerts import Alert
@@ -26,11 +27,21 @@ SEVERITY = {"info": 1, "low": 21, "medium": 47, "high": 73, "critical": 99}
 
 
 def _time(ms: int) -> str:
-    """>>> _time(1700000000040)
+    """ISO 8601 in UTC with milliseconds, as ECS dates are written.
+
+    >>> _time(1700000000040)
     '2023-11-14T22:13:20.040Z'
     """
-    stamp = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=65_536)
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _event_type(alert: Alert) -> str:
@@ -43,7 +54,9 @@ def _event_type(alert: Alert) -> str:
     return "info"
 
 
-def _threat(attack: list[str]) -> dict[str, Any]:
+@functools.lru_cache(maxsize=1024)
+def _threat(attack: tuple[str, ...]) -> dict[str, Any]:
+    """threat.* for a set of ids; cached (a few combinations recur), so shared: never mutated."""
     techniques = [technique(a) for a in dict.fromkeys(attack)]
     parents = list({t.id: t for t in techniques}.values())
     threat: dict[str, Any] = {
@@ -75,9 +88,7 @@ def _subject(alert: Alert) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """source/user fields and related.* for the alert's subject."""
     value = alert.subject.partition(":")[2]
     if alert.scope == "ip":
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
+        if not _is_address(value):
             return {"source": {"address": value}}, {}
         return {"source": {"address": value, "ip": value}}, {"ip": [value]}
     if alert.scope == "range":
@@ -128,7 +139,7 @@ def ecs_document(alert: Alert, *, data_stream: str | None = None) -> dict[str, A
         "tags": ["gatewatch", f"mode:{alert.mode}", f"kind:{alert.kind}"],
     }
     if alert.attack:
-        doc["threat"] = _threat(alert.attack)
+        doc["threat"] = _threat(tuple(alert.attack))
     subject, related = _subject(alert)
     doc.update(subject)
     if related:

@@ -132,7 +132,7 @@ class ElasticBulkSink:
             return
         config = None
         for alert, item in zip(alerts, items, strict=True):
-            result = next(iter(item.values()), {})
+            result: dict[str, Any] = next(iter(item.values()), {})
             status = int(result.get("status", 500))
             if 200 <= status < 300 or status == 409:
                 continue

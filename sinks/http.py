@@ -34,7 +34,9 @@ GZIP_LEVEL = 1
 
 
 def classify(status: int) -> Verdict:
-    """>>> [classify(s) for s in (200, 204, 408, 429, 500, 501, 503, 400, 404)]
+    """What an HTTP status means for the request as sent.
+
+    >>> [classify(s) for s in (200, 204, 408, 429, 500, 501, 503, 400, 404)]
     ['ok', 'ok', 'retry', 'retry', 'retry', 'reject', 'retry', 'reject', 'reject']
     """
     if 200 <= status < 300:

@@ -67,7 +67,7 @@ class KafkaAlertSink:
         for alert in alerts:
             try:
                 future = await self.producer.send(
-                    self.topic, alert.to_json(), key=alert.subject.encode()
+                    self.topic, alert.model_dump_json().encode(), key=alert.subject.encode()
                 )
             except TOO_LARGE as exc:
                 delivery.rejected[alert.id] = f"kafka: {type(exc).__name__}"

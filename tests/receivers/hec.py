@@ -25,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 __all__ = ["HecServer"]
@@ -56,6 +58,8 @@ class HecServer:
     _next_ack: int = 0
     indexed: asyncio.Event = field(default_factory=asyncio.Event)
     expect: int = 0  # `indexed` is set once this many distinct ids are in
+    first_at: float = 0.0  # monotonic time of the first and the latest indexing
+    last_at: float = 0.0
     refused: asyncio.Event = field(default_factory=asyncio.Event)
     refused_after: int = 1  # `refused` is set after this many requests were refused for auth
     _refusals: int = 0
@@ -124,7 +128,7 @@ class HecServer:
         if self.gate is not None and not self.gate.is_set() and len(self.events) >= self.gate_after:
             self.held.set()
             await self.gate.wait()
-        events, error = self._parse(body.decode())
+        events, error = self._parse(body)
         if error is not None:
             return error
         if self.ack:
@@ -139,41 +143,49 @@ class HecServer:
         self._index(events)
         return self._answer(200, 0, "Success")
 
-    def _parse(self, text: str) -> tuple[list[dict[str, Any]], web.Response | None]:
-        decoder = json.JSONDecoder()
-        events: list[dict[str, Any]] = []
-        i = 0
+    @staticmethod
+    def _decode(body: bytes) -> tuple[list[Any], int | None]:
+        """The JSON values back to back in `body`, and the index of an undecodable one."""
+        try:  # the common layout, one object per line, at orjson's speed
+            return [orjson.loads(line) for line in body.splitlines() if line.strip()], None
+        except orjson.JSONDecodeError:
+            pass
+        text, decoder, values, i = body.decode(errors="replace"), json.JSONDecoder(), [], 0
         while True:
             while i < len(text) and text[i].isspace():
                 i += 1
             if i == len(text):
-                break
-            n = len(events)
+                return values, None
             try:
-                event, i = decoder.raw_decode(text, i)
+                value, i = decoder.raw_decode(text, i)
             except json.JSONDecodeError:
-                return [], self._answer(
-                    400, 6, "Invalid data format", **{"invalid-event-number": n}
-                )
+                return values, len(values)
+            values.append(value)
+
+    def _parse(self, body: bytes) -> tuple[list[dict[str, Any]], web.Response | None]:
+        values, undecodable = self._decode(body)
+        for n, event in enumerate(values):
+            where = {"invalid-event-number": n}
             if not isinstance(event, dict) or "event" not in event:
-                return [], self._answer(
-                    400, 12, "Event field is required", **{"invalid-event-number": n}
-                )
+                return [], self._answer(400, 12, "Event field is required", **where)
             if event["event"] in ("", None, {}):
-                return [], self._answer(
-                    400, 13, "Event field cannot be blank", **{"invalid-event-number": n}
-                )
+                return [], self._answer(400, 13, "Event field cannot be blank", **where)
             if "index" in event and event["index"] not in self.indexes:
-                return [], self._answer(400, 7, "Incorrect index", **{"invalid-event-number": n})
+                return [], self._answer(400, 7, "Incorrect index", **where)
             if isinstance(event["event"], dict) and event["event"].get("id") in self.poison:
-                extra = {"invalid-event-number": n} if self.name_invalid_event else {}
-                return [], self._answer(400, 6, "Invalid data format", **extra)
-            events.append(event)
-        if not events:
+                return [], self._answer(
+                    400, 6, "Invalid data format", **(where if self.name_invalid_event else {})
+                )
+        if undecodable is not None:
+            where = {"invalid-event-number": undecodable}
+            return [], self._answer(400, 6, "Invalid data format", **where)
+        if not values:
             return [], self._answer(400, 5, "No data")
-        return events, None
+        return values, None
 
     def _index(self, events: list[dict[str, Any]]) -> None:
+        self.last_at = time.monotonic()
+        self.first_at = self.first_at or self.last_at
         self.events.extend(events)
         if self.expect and len(set(self.ids())) >= self.expect:
             self.indexed.set()
