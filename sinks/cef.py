@@ -63,12 +63,20 @@ SIGNATURE_MAX_CHARS = 100
 EXTENSION_RESERVE = 160  # bytes a long title leaves for rt, start, externalId, cat, act, ...
 MIN_CUT_BYTES = 16  # a free-text value cut shorter than this says nothing: leave it out
 ELLIPSIS = "…"
-_CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
-_HEADER = re.compile(r"[\\|\r\n]")
-_VALUE = re.compile(r"[\\=\r\n]")
+_CONTROL = "\x00-\x09\x0b\x0c\x0e-\x1f\x7f"
+_HEADER = re.compile(f"[\\\\|\r\n{_CONTROL}]")
+_VALUE = re.compile(f"[\\\\=\r\n{_CONTROL}]")
 _HEADER_ESC = {"\\": "\\\\", "|": "\\|", "\r": " ", "\n": " "}
 _VALUE_ESC = {"\\": "\\\\", "=": "\\=", "\r": "\\r", "\n": "\\n"}
 _PRINTUSASCII = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def _header_char(match: re.Match[str]) -> str:
+    return _HEADER_ESC.get(match.group(), "\ufffd")
+
+
+def _value_char(match: re.Match[str]) -> str:
+    return _VALUE_ESC.get(match.group(), "\ufffd")
 
 
 def escape_header(text: str) -> str:
@@ -77,7 +85,7 @@ def escape_header(text: str) -> str:
     >>> escape_header("a|b\\\\c\\nd")
     'a\\\\|b\\\\\\\\c d'
     """
-    return _HEADER.sub(lambda m: _HEADER_ESC[m.group()], _CONTROL.sub("\ufffd", text))
+    return _HEADER.sub(_header_char, text) if _HEADER.search(text) else text
 
 
 def escape_value(text: str) -> str:
@@ -86,7 +94,7 @@ def escape_value(text: str) -> str:
     >>> escape_value("a=b\\\\c\\r\\nd|e")
     'a\\\\=b\\\\\\\\c\\\\r\\\\nd|e'
     """
-    return _VALUE.sub(lambda m: _VALUE_ESC[m.group()], _CONTROL.sub("\ufffd", text))
+    return _VALUE.sub(_value_char, text) if _VALUE.search(text) else text
 
 
 def _cut(text: str, budget: int, escape: Callable[[str], str] = escape_value) -> str:
@@ -186,8 +194,8 @@ class CefFormatter:
         self.app_name = app_name
         self.device_version = device_version or version("gatewatch")
 
-    def cef_header(self, alert: Alert, name_budget: int) -> str:
-        """The CEF header; the Name (the title) cut to `name_budget` bytes when longer."""
+    def cef_header(self, alert: Alert) -> tuple[str, str, str]:
+        """The CEF header in three parts: before the Name, the Name (the title), after it."""
         top = max(alert.reasons, key=lambda r: r.score, default=None)
         signature = alert.operator.action if alert.operator else top.code if top else ""
         fields = (VENDOR, PRODUCT, self.device_version, signature[:SIGNATURE_MAX_CHARS] or "-")
@@ -195,12 +203,9 @@ class CefFormatter:
         text = alert.title or "-"
         name = escape_header(text)
         if len(text) > NAME_MAX_CHARS:
-            text = text[: NAME_MAX_CHARS - 1]
-            name = escape_header(text) + ELLIPSIS
-        if len(name.encode()) > name_budget:
-            name = _cut(text, max(name_budget, len(ELLIPSIS.encode())), escape_header)
-        head = "|".join(escape_header(f) for f in fields)
-        return f"CEF:0|{head}|{name}|{SEVERITY[alert.severity]}|"
+            name = escape_header(text[: NAME_MAX_CHARS - 1]) + ELLIPSIS
+        before = "CEF:0|" + "|".join(escape_header(f) for f in fields) + "|"
+        return before, name, f"|{SEVERITY[alert.severity]}|"
 
     def syslog_header(self, alert: Alert) -> str:
         pri = self.facility * 8 + SYSLOG_SEVERITY[alert.severity]
@@ -210,10 +215,15 @@ class CefFormatter:
 
     def record(self, alert: Alert) -> bytes:
         """The message; `ValueError` if even its header cannot fit in `max_bytes`."""
-        fixed = len(self.syslog_header(alert).encode()) + len(self.cef_header(alert, 0).encode())
-        head = (self.syslog_header(alert) + self.cef_header(
-            alert, self.max_bytes - fixed - EXTENSION_RESERVE
-        )).encode()  # fmt: skip
+        before, name, after = self.cef_header(alert)
+        prefix = (self.syslog_header(alert) + before).encode()
+        suffix = after.encode()
+        name_budget = self.max_bytes - EXTENSION_RESERVE - len(prefix) - len(suffix)
+        encoded_name = name.encode()
+        if len(encoded_name) > name_budget:  # a title too long for the header: cut it too
+            budget = max(name_budget, len(ELLIPSIS.encode()))
+            encoded_name = _cut(alert.title[:NAME_MAX_CHARS], budget, escape_header).encode()
+        head = prefix + encoded_name + suffix
         room = self.max_bytes - len(head) - 1  # the space after the header's last `|`
         if room < 0:
             raise ValueError(f"the CEF header alone is over {self.max_bytes} bytes")
