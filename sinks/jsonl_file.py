@@ -34,18 +34,21 @@ class JsonLinesFile:
         self.rotations = 0
         self._fd: int | None = None
         self._size = 0
+        self._lock = asyncio.Lock()  # batches in flight at once still append one at a time
 
     async def open(self) -> None:
         await asyncio.to_thread(self._open)
 
     async def append(self, data: bytes) -> None:
         """`data` (complete lines) on disk, or `OSError` with the file as it was before."""
-        await asyncio.to_thread(self._append, data)
+        async with self._lock:
+            await asyncio.to_thread(self._append, data)
 
     async def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            await asyncio.to_thread(os.close, fd)
+        async with self._lock:
+            if self._fd is not None:
+                fd, self._fd = self._fd, None
+                await asyncio.to_thread(os.close, fd)
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

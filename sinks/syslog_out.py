@@ -24,8 +24,11 @@ import asyncio
 import ssl
 from typing import Literal, Protocol
 
+import structlog
+
 __all__ = ["Framing", "SyslogDatagram", "SyslogStream", "SyslogTransport", "frame"]
 
+log = structlog.get_logger(__name__)
 Framing = Literal["octet", "newline"]
 
 
@@ -83,7 +86,8 @@ class SyslogStream:
         async with self._lock:
             try:
                 await self._connected()
-            except OSError:
+            except OSError as exc:
+                log.warning("syslog_out.connect_failed", peer=self.peer, error=repr(exc))
                 await self._drop()
 
     async def send(self, messages: list[bytes]) -> None:
