@@ -20,8 +20,8 @@ from pipeline.alerts import Alert, AlertReason
 from pipeline.config import Settings
 from sinks.cef import ELLIPSIS, CefSink, build
 from tests.alert_samples import HOSTILE, alert, operator_alert, random_text
+from tests.liblognorm_cef import CONTROL, carried, cef_part, lognorm_cef
 from tests.sinklib import produce, runner_for, with_settings
-from tests.unit.test_cef_format import CONTROL, carried, cef_part, lognorm_cef
 
 from .rsyslog import Pki, Rsyslog, make_pki
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pipeline.alerts import Alert, AlertReason, OperatorAction
 from sinks.ocsf import detection_finding
 from tests.alert_samples import HOSTILE, alert, operator_alert
-from tests.fixtures.ocsf.pin import files
+from tests.fixtures.ocsf.pin_ocsf import files
 from tests.ocsf_validator import OcsfSchema
 
 ROOT = Path(__file__).resolve().parent.parent.parent
