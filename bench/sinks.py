@@ -10,8 +10,8 @@ TCP listener for CEF (octet-counted frames), a Slack-like webhook, and the OCSF 
 
     .venv/bin/python bench/sinks.py [--alerts 30000] [--sink splunk ...] [--json]
 
-Uses the embedded broker unless --kafka is given. A sink of the registry without a receiver here
-is listed under `no_receiver`.
+Uses the embedded broker and Redis unless --kafka and --redis are given. A sink of the registry
+without a receiver here is listed under `no_receiver`.
 """
 
 from __future__ import annotations
@@ -353,10 +353,16 @@ async def run_sink(name: str, settings: Settings, n: int, decisions: int) -> dic
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
-        kafka_url = args.kafka or stack.enter_context(EmbeddedStack()).kafka
+        if args.kafka and args.redis:
+            kafka_url, redis_url = args.kafka, args.redis
+        else:
+            embedded = stack.enter_context(EmbeddedStack())
+            kafka_url, redis_url = args.kafka or embedded.kafka, args.redis or embedded.redis_url
         suffix = secrets.token_hex(4)
         settings = Settings(
             kafka=kafka_url,
+            redis_url=redis_url,  # the Apigee sink reads overrides there
+            redis_prefix=f"bench:{suffix}:",
             topics=TopicNames(
                 events=f"b{suffix}.events",
                 raw_kong=f"b{suffix}.raw.kong",
@@ -385,6 +391,7 @@ def cli() -> None:
     parser.add_argument("--alerts", type=int, default=30_000)
     parser.add_argument("--sink", action="append", help="Only this sink (repeatable)")
     parser.add_argument("--kafka", help="Use this Kafka instead of the embedded broker")
+    parser.add_argument("--redis", help="Use this Redis URL instead of the embedded one")
     parser.add_argument("--json", action="store_true", help="One JSON line")
     args = parser.parse_args()
     result = asyncio.run(main(args))

@@ -17,16 +17,24 @@ block = 0.7
 ```
 
 Routes match by the longest prefix of the route template.
+
+Analysts' false-positive reports move thresholds further, within bounds and for a while: workers
+load those adjustments from Redis into `Policy.tuning` (`detectors/tuning.py` has the rule), and
+`Policy.adjust` applies them to a verdict the route's thresholds made risky.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from detectors.fusion import Verdict
+from detectors.tuning import Tuning
 from pipeline.config import Mode
 
 __all__ = ["Policy", "RoutePolicy"]
@@ -79,6 +87,7 @@ class Policy(BaseModel):
 
     default: RoutePolicy = RoutePolicy()
     routes: dict[str, RoutePolicy] = Field(default_factory=dict)
+    _tuning: Tuning = PrivateAttr(default_factory=Tuning)
 
     @model_validator(mode="after")
     def _prefixes_are_paths(self) -> Policy:
@@ -88,6 +97,15 @@ class Policy(BaseModel):
         self._by_length = sorted(self.routes.items(), key=lambda kv: len(kv[0]), reverse=True)
         self._cache: dict[str, RoutePolicy] = {}
         return self
+
+    @property
+    def tuning(self) -> Tuning:
+        """Feedback's adjustments in force (replaced as a whole by the worker's refresh)."""
+        return self._tuning
+
+    @tuning.setter
+    def tuning(self, tuning: Tuning) -> None:
+        self._tuning = tuning
 
     @classmethod
     def from_file(cls, path: Path) -> Policy:
@@ -101,3 +119,21 @@ class Policy(BaseModel):
             if len(self._cache) < 100_000:
                 self._cache[route] = found
         return found
+
+    def adjust(
+        self,
+        verdict: Verdict,
+        route: str,
+        thresholds: tuple[float, float, float],
+        action_for: Callable[[float, tuple[float, float, float]], str],
+    ) -> Verdict:
+        """`verdict` (fused with `thresholds`, the route's) under feedback's raised thresholds
+        for its detector on `route`. Called for risky verdicts only: an allow stays an allow."""
+        tuning = self._tuning
+        if not tuning:
+            return verdict
+        raised = tuning.raise_thresholds(thresholds, route, verdict.detector)
+        if raised is thresholds:
+            return verdict
+        action = action_for(verdict.score, raised)
+        return verdict if action == verdict.action else dataclasses.replace(verdict, action=action)

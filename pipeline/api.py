@@ -1,4 +1,5 @@
-"""The decision API: `GET /v1/decisions/{subject}` for tools and ServiceCallout-style lookups.
+"""The decision API: `GET /v1/decisions/{subject}` for tools and ServiceCallout-style lookups,
+and `POST /v1/feedback` for analysts (`pipeline/operator/api.py`).
 
 Gateways do not call this on the request path (they sync from Redis into local memory); it is for
 people, scripts and integrations that can afford a network round trip.
@@ -15,6 +16,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from pipeline.decisions import RedisDecisions
+from pipeline.operator.api import OperatorApi
 
 __all__ = ["create_decision_app"]
 
@@ -25,7 +27,9 @@ OPENAPI = Path(__file__).with_name("openapi.yaml")
 SUBJECT = re.compile(r"^(consumer|key|ip):[^\x00-\x1f\x7f]{1,256}$")
 
 
-def create_decision_app(decisions: RedisDecisions, *, token: str) -> web.Application:
+def create_decision_app(
+    decisions: RedisDecisions, *, token: str, operator: OperatorApi | None = None
+) -> web.Application:
     if not token:
         log.warning("decision_api.no_token", detail="every request will be refused with 401")
     expected = f"Bearer {token}".encode()
@@ -63,4 +67,6 @@ def create_decision_app(decisions: RedisDecisions, *, token: str) -> web.Applica
     app.router.add_get(r"/v1/decisions/{subject:[\s\S]*}", get_decision)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/openapi.yaml", openapi)
+    if operator is not None:
+        operator.install(app)
     return app

@@ -19,6 +19,8 @@ from rich.table import Table
 from pipeline.config import Settings
 from pipeline.evaluation.cli import evaluate_command, replay_command
 from pipeline.evaluation.drift import drift_command
+from pipeline.operator.cli import feedback_command, override_command, tuning_command
+from pipeline.recommend.cli import recommend_command
 from pipeline.simulator.cli import simulate_command
 from pipeline.logs import configure_logging
 from sinks.command import sink_command
@@ -179,11 +181,14 @@ def api(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8081,
 ) -> None:
-    """Serve GET /v1/decisions/{subject} (bearer token: GATEWATCH_DECISION_API_TOKEN)."""
+    """Serve GET /v1/decisions/{subject} (bearer token: GATEWATCH_DECISION_API_TOKEN) and
+    POST /v1/feedback (GATEWATCH_OPERATOR_TOKENS)."""
     from aiohttp import web
 
     from pipeline.api import create_decision_app
     from pipeline.decisions import RedisDecisions
+    from pipeline.operator.api import operator_api
+    from pipeline.operator.cli import operator_actions
 
     configure_logging()
     settings = Settings()
@@ -192,7 +197,11 @@ def api(
         redis = Redis.from_url(settings.redis_url.get_secret_value())
         decisions = RedisDecisions(redis, settings.redis_prefix)
         runner = web.AppRunner(
-            create_decision_app(decisions, token=settings.decision_api_token.get_secret_value())
+            create_decision_app(
+                decisions,
+                token=settings.decision_api_token.get_secret_value(),
+                operator=operator_api(operator_actions(redis, settings), settings),
+            )
         )
         await runner.setup()
         try:
@@ -239,11 +248,14 @@ def decision(
 
 @app.command("push-apigee")
 def push_apigee() -> None:
-    """Push decision changes from Redis to the Apigee decision-ingest proxy (PopulateCache)."""
+    """Push decision changes and operator overrides from Redis to the Apigee decision-ingest
+    proxy (PopulateCache)."""
     import aiohttp
 
     from pipeline.decisions import RedisDecisions
+    from pipeline.operator.overrides import Overrides
     from sinks.apigee import ApigeeDecisionPusher
+    from sinks.apigee_overrides import ApigeeOverridePusher
 
     configure_logging()
     settings = Settings()
@@ -253,59 +265,34 @@ def push_apigee() -> None:
     async def push() -> None:
         redis = Redis.from_url(settings.redis_url.get_secret_value())
         decisions = RedisDecisions(redis, settings.redis_prefix)
+        overrides = Overrides(redis, settings.redis_prefix)
+        url, token = settings.apigee_ingest_url, settings.apigee_ingest_token.get_secret_value()
         try:
             async with aiohttp.ClientSession() as http:
-                await ApigeeDecisionPusher(
-                    redis,
-                    http,
-                    url=settings.apigee_ingest_url,
-                    token=settings.apigee_ingest_token.get_secret_value(),
-                    stream=decisions.stream,
-                    cursor_key=f"{settings.redis_prefix}sink:apigee",
-                ).run()
+                await asyncio.gather(
+                    ApigeeDecisionPusher(
+                        redis,
+                        http,
+                        url=url,
+                        token=token,
+                        stream=decisions.stream,
+                        cursor_key=f"{settings.redis_prefix}sink:apigee",
+                        overrides=overrides,
+                    ).run(),
+                    ApigeeOverridePusher(
+                        redis,
+                        http,
+                        url=url,
+                        token=token,
+                        overrides=overrides,
+                        decisions=decisions,
+                        cursor_key=f"{settings.redis_prefix}sink:apigee:overrides",
+                    ).run(),
+                )
         finally:
             await redis.aclose()
 
     _run(push())
-
-
-@app.command()
-def override(
-    action: Annotated[str, typer.Argument(help="allow | deny | clear | list")],
-    subject: Annotated[
-        str | None, typer.Argument(help="consumer:<id>, key:<hash>, ip:<addr>")
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Operator overrides that gateways apply before any decision (allow wins, deny blocks)."""
-    from pipeline.api import SUBJECT
-    from pipeline.decisions import Overrides
-
-    if action not in ("allow", "deny", "clear", "list"):
-        raise typer.BadParameter("action must be allow, deny, clear or list")
-    if action != "list" and (subject is None or not SUBJECT.match(subject)):
-        raise typer.BadParameter("give a subject: consumer:<id>, key:<hash> or ip:<addr>")
-    settings = Settings()
-
-    async def apply() -> dict[str, list[str]]:
-        redis = Redis.from_url(settings.redis_url.get_secret_value())
-        overrides = Overrides(redis, settings.redis_prefix)
-        try:
-            if action in ("allow", "deny"):
-                await overrides.put(str(subject), action)
-            elif action == "clear":
-                await overrides.clear(str(subject))
-            return await overrides.all()
-        finally:
-            await redis.aclose()
-
-    current = asyncio.run(apply())
-    if as_json:
-        sys.stdout.write(orjson.dumps(current).decode() + "\n")
-        return
-    console = Console()
-    for kind, subjects in current.items():
-        console.print(f"[bold]{kind}[/] ({len(subjects)}): " + ", ".join(subjects))
 
 
 @app.command()
@@ -352,6 +339,10 @@ app.command("simulate")(simulate_command)
 app.command("replay")(replay_command)
 app.command("drift")(drift_command)
 app.command("evaluate")(evaluate_command)
+app.command("override")(override_command)
+app.command("feedback")(feedback_command)
+app.command("tuning")(tuning_command)
+app.command("recommend")(recommend_command)
 app.command("sink")(sink_command)
 
 

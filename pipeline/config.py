@@ -226,6 +226,26 @@ class Settings(BaseSettings):
     sink_ocsf_ca_file: str | None = Field(None, description="PEM CA of the URL's server")
     sink_ocsf_timeout_s: float = Field(30.0, gt=0, description="One request's timeout")
 
+    # Operator actions: overrides, feedback and their audit alerts (pipeline/operator/)
+    override_ttl_s: float = Field(
+        7 * 86400, ge=0, description="How long an override or a false positive's allow lasts "
+        "unless --ttl says otherwise (0 = until cleared)"
+    )
+    tuning_step: float = Field(
+        0.05, gt=0, le=0.5, description="Least a false positive raises its key's adjustment"
+    )
+    tuning_max: float = Field(
+        0.3, ge=0, le=0.5, description="Largest adjustment one key (route, detector) can reach"
+    )
+    tuning_half_life_s: float = Field(
+        7 * 86400, gt=0, description="Feedback's threshold adjustments halve in this time"
+    )
+    operator_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Who may send feedback over HTTP: a JSON object {operator name: bearer "
+        "token}; the name is the actor audited (none: POST /v1/feedback answers 403)",
+    )
+
     # Worker
     worker_id: str = "gatewatch-worker"
     web_port: int = Field(6066, gt=0, lt=65536, description="Faust's web port; one per worker")
@@ -236,7 +256,7 @@ class Settings(BaseSettings):
 
 def to_environment(settings: Settings) -> dict[str, str]:
     """The GATEWATCH_* variables that give a child process (`python -m pipeline ...`) exactly
-    these settings: secrets revealed, lists as JSON, topics as GATEWATCH_TOPIC_*, None left out."""
+    these settings: secrets revealed, lists and mappings as JSON, topics as GATEWATCH_TOPIC_*, None left out."""
     env: dict[str, str] = {}
 
     def put(prefix: str, model: BaseSettings) -> None:
@@ -253,6 +273,11 @@ def to_environment(settings: Settings) -> dict[str, str]:
                 text = "true" if value else "false"
             elif isinstance(value, list):
                 text = json.dumps(value)
+            elif isinstance(value, dict):
+                text = json.dumps(
+                    {k: v.get_secret_value() if isinstance(v, SecretStr) else v
+                     for k, v in value.items()}
+                )  # fmt: skip
             else:
                 text = str(value)
             env[f"{prefix}{name.upper()}"] = text

@@ -5,8 +5,7 @@ Keys (all under the configured prefix, default `gw:`):
   updated_at, expires_at (epoch ms); expires with the decision.
 - `gw:decisions` stream: one entry per change, so a gateway syncs incrementally after a snapshot.
 - `gw:stats` hash: counters the worker keeps (events_processed, decisions_written).
-- `gw:override:allow` / `gw:override:deny` sets of subjects: operator overrides that always win
-  over any decision (a gateway checks them first).
+- operator overrides that always win over any decision: `pipeline/operator/overrides.py`.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from redis.asyncio import Redis
 
 from pipeline.config import Mode
 
-__all__ = ["Decision", "Overrides", "RedisDecisions"]
+__all__ = ["Decision", "RedisDecisions"]
 
 
 class Decision(BaseModel):
@@ -112,39 +111,3 @@ class RedisDecisions:
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-class Overrides:
-    """Operator overrides: `<prefix>override:allow` / `<prefix>override:deny` sets of subjects.
-    Gateways read them and let them win over any decision; a subject is in at most one set."""
-
-    KINDS = ("allow", "deny")
-
-    def __init__(self, redis: Redis, prefix: str = "gw:") -> None:
-        self.redis = redis
-        self.prefix = prefix
-
-    def key(self, kind: str) -> str:
-        return f"{self.prefix}override:{kind}"
-
-    async def put(self, subject: str, kind: str) -> None:
-        if kind not in self.KINDS:
-            raise ValueError(f"override kind must be one of {self.KINDS}")
-        other = "deny" if kind == "allow" else "allow"
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.srem(self.key(other), subject)
-        pipe.sadd(self.key(kind), subject)
-        await pipe.execute()
-
-    async def clear(self, subject: str) -> bool:
-        """Remove `subject` from both sets; True if it was in one."""
-        pipe = self.redis.pipeline(transaction=True)
-        for kind in self.KINDS:
-            pipe.srem(self.key(kind), subject)
-        return any(await pipe.execute())
-
-    async def all(self) -> dict[str, list[str]]:
-        return {
-            kind: sorted(_s(m) for m in await self.redis.smembers(self.key(kind)))
-            for kind in self.KINDS
-        }

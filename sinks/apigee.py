@@ -10,6 +10,8 @@ Two ways to feed it, one proxy contract (`post_decision`):
   nodes sync from); its position is stored in Redis after each delivered batch.
 - `gatewatch sink apigee` (`ApigeeSink`, the Sink Protocol): decision alerts from
   `gatewatch.alerts` under the sink runner, with its durable Kafka cursor, backoff and dead letters.
+Either skips a subject with an operator override in force: its Apigee entry is the override
+(`sinks/apigee_overrides.py` pushes those), which a decision must not replace.
 A change the proxy could not take now (5xx, 401/403/408/429, network) is retried with backoff;
 one it rejects as malformed (any other 4xx) is dropped (the pusher) or dead-lettered (the sink),
 counted and logged, since retrying it would stall every later change behind it.
@@ -22,12 +24,13 @@ import time
 from typing import Any
 
 import aiohttp
-import orjson
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from pipeline.alerts import Alert
 from pipeline.config import Settings
+from pipeline.operator.overrides import Overrides
 from sinks import http as sink_http
 from sinks.base import Delivery
 from sinks.registry import require
@@ -71,9 +74,7 @@ async def post_decision(
 ) -> tuple[sink_http.Verdict, str]:
     """One attempt: `ok`, `retry` (not now) or `reject` (never), with the reason."""
     try:
-        async with session.post(
-            url, data=orjson.dumps(body), headers=headers, timeout=limit
-        ) as resp:
+        async with session.post(url, json=body, headers=headers, timeout=limit) as resp:
             if 200 <= resp.status < 300:
                 return "ok", ""
             reason = f"apigee: HTTP {resp.status}: {(await resp.text())[:200]}"
@@ -97,17 +98,20 @@ class ApigeeDecisionPusher:
         concurrency: int = 8,
         batch: int = 200,
         timeout_s: float = 5.0,
+        overrides: Overrides | None = None,
     ) -> None:
         self.redis = redis
         self.http = http
         self.url = url
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.headers = {"Authorization": f"Bearer {token}"}
         self.stream = stream
         self.cursor_key = cursor_key
         self.batch = batch
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._slots = asyncio.Semaphore(concurrency)
+        self.overrides = overrides
         self.pushed = 0
+        self.held = 0
         self.expired = 0
         self.rejected = 0
 
@@ -131,6 +135,10 @@ class ApigeeDecisionPusher:
         now_ms = int(time.time() * 1000)
         live = [c for c in changes if int(c["expires_at"]) > now_ms]
         self.expired += len(changes) - len(live)
+        if self.overrides is not None:
+            held = await self.overrides.in_force([c["subject"] for c in live], now_ms)
+            self.held += sum(c["subject"] in held for c in live)
+            live = [c for c in live if c["subject"] not in held]
         delivered = await asyncio.gather(*(self._deliver(c, now_ms) for c in live))
         await self.redis.set(self.cursor_key, entries[-1][0])
         self.pushed += sum(delivered)
@@ -168,15 +176,23 @@ class ApigeeDecisionPusher:
 
 class ApigeeSink:
     """Decision alerts to the ingest proxy; other alerts (findings, operator actions) carry no
-    decision for Apigee to cache and count as delivered, as do decisions already expired."""
+    decision for Apigee to cache and count as delivered, as do decisions already expired and
+    decisions on a subject with an override in force."""
 
     name = "apigee"
 
     def __init__(
-        self, *, url: str, token: str, concurrency: int = 32, timeout_s: float = 5.0
+        self,
+        *,
+        url: str,
+        token: str,
+        overrides: Overrides | None = None,
+        concurrency: int = 32,
+        timeout_s: float = 5.0,
     ) -> None:
         self.url = url
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.overrides = overrides
+        self.headers = {"Authorization": f"Bearer {token}"}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._slots = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
@@ -187,6 +203,8 @@ class ApigeeSink:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self.overrides is not None:
+            await self.overrides.redis.aclose()
 
     async def send(self, alerts: list[Alert]) -> Delivery:
         now_ms = int(time.time() * 1000)
@@ -195,6 +213,12 @@ class ApigeeSink:
             for a in alerts
             if a.kind == "decision" and (a.expires_at is None or a.expires_at > now_ms)
         ]
+        if self.overrides is not None and due:
+            try:
+                held = await self.overrides.in_force([a.subject for a in due], now_ms)
+            except (RedisError, OSError) as exc:  # unknown overrides: pushing could undo one
+                return Delivery.retry_all(due, f"apigee: overrides unreadable: {exc!r}")
+            due = [a for a in due if a.subject not in held]
         verdicts = await asyncio.gather(*(self._post(a, now_ms) for a in due))
         delivery = Delivery()
         for alert, (verdict, reason) in zip(due, verdicts, strict=True):
@@ -225,8 +249,11 @@ def _change(fields: dict[bytes, bytes]) -> dict[str, str]:
 
 
 def build(settings: Settings) -> ApigeeSink:
-    """The same proxy and token as `push-apigee` (GATEWATCH_APIGEE_INGEST_URL / _TOKEN)."""
+    """The same proxy and token as `push-apigee` (GATEWATCH_APIGEE_INGEST_URL / _TOKEN); the
+    overrides from GATEWATCH_REDIS_URL."""
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
     return ApigeeSink(
         url=require(settings, "apigee_ingest_url"),
         token=require(settings, "apigee_ingest_token"),
+        overrides=Overrides(redis, settings.redis_prefix),
     )

@@ -87,15 +87,17 @@ def replay(
     on_event: Callable[[EventTrace], None] | None = None,
     observe: Callable[[GatewayEvent], None] | None = None,
     result: ReplayResult | None = None,
+    store: StateStore | None = None,
 ) -> ReplayResult:
     """Run `events` (in time order) through `processor`, `batch_size` at a time like envelopes.
 
     `on_event` gets every event's trace (one batch per event, slower); `observe` sees each event
-    before detection (the evaluator uses it to know who was active when)."""
+    before detection (the evaluator uses it to know who was active when); `store` keeps the
+    states learned for the caller (`gatewatch recommend`)."""
     if not processor.event_clock:
         raise ValueError("replay needs a processor on the event clock (event_clock=True)")
     result = result if result is not None else ReplayResult()
-    store = StateStore(max_subjects)
+    store = store if store is not None else StateStore(max_subjects)
     size = 1 if on_event is not None else batch_size
     batch: list[GatewayEvent] = []
 

@@ -14,8 +14,9 @@ import faust
 from redis.asyncio import Redis
 
 from pipeline.config import Settings
-from pipeline.decisions import Overrides, RedisDecisions
+from pipeline.decisions import RedisDecisions
 from pipeline.kafka import make_producer
+from pipeline.operator.sync import OperatorSync
 from pipeline.worker.processor import build_processor
 from pipeline.worker.runtime import WorkerRuntime
 from pipeline.worker.transport import GatewatchApp
@@ -49,7 +50,7 @@ def create_worker_app(settings: Settings) -> faust.App:
         decisions_topic=settings.topics.decisions,
         dlq_topic=settings.topics.dlq,
         max_subjects=settings.max_subjects,
-        overrides=Overrides(redis, settings.redis_prefix),
+        operator=OperatorSync.from_settings(redis, settings),
     )
     topic = app.topic(
         settings.topics.events,

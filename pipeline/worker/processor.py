@@ -369,14 +369,22 @@ class Processor:
                     signal = score(state, ctx)
                     if signal is not None:
                         signals.append(signal)
-        if state.action != "allow" and wall_ms >= state.expires_at:
-            state.action = "allow"  # the standing decision has expired in Redis too
+        if state.action != "allow" and (wall_ms >= state.expires_at or subject in self.allowed):
+            # The standing decision has expired in Redis too, or an operator has allowed the
+            # subject since: its windows are learnable again.
+            state.action = "allow"
         if not signals:
             return None
         rules = self.policy.for_route(route)
-        verdict = self.fusion.fuse(signals, rules.thresholds(self.fusion.thresholds))
-        state.flagged = state.flagged or verdict.action != "allow"
+        thresholds = rules.thresholds(self.fusion.thresholds)
+        verdict = self.fusion.fuse(signals, thresholds)
+        if verdict.action != "allow":
+            verdict = self.policy.adjust(verdict, route, thresholds, self.fusion.action_for)
+        # An operator vouched for an allowed subject (an allow override, e.g. a reported false
+        # positive): nothing is decided against it, and the windows the detectors would have
+        # refused to learn (flagged ones) are learned.
         if subject not in self.allowed:
+            state.flagged = state.flagged or verdict.action != "allow"
             decision = self._decide(subject, state, verdict, rules.mode_for(subject, self.mode), wall_ms)
             if decision is not None:
                 out[subject] = decision

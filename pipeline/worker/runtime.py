@@ -17,9 +17,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from pipeline import envelopes
-from pipeline.decisions import Decision, Overrides, RedisDecisions
+from pipeline.decisions import Decision, RedisDecisions
 from pipeline.events import Reject
 from pipeline.kafka import DeadLetters
+from pipeline.operator.sync import OperatorSync
 from pipeline.retry import until_done
 from pipeline.worker.processor import Processor, StateStore
 from sinks.kafka import KafkaDecisionSink
@@ -42,7 +43,7 @@ class WorkerRuntime(Service):
         decisions_topic: str,
         dlq_topic: str,
         max_subjects: int,
-        overrides: Overrides | None = None,
+        operator: OperatorSync | None = None,
     ) -> None:
         super().__init__()
         self.processor = processor
@@ -53,21 +54,16 @@ class WorkerRuntime(Service):
         self.decisions_topic = decisions_topic
         self.dlq_topic = dlq_topic
         self.max_subjects = max_subjects
-        self.overrides = overrides
+        self.operator = operator
         self.stores: dict[int, StateStore] = {}
         self.ready = asyncio.Event()
 
     @Service.timer(OVERRIDES_REFRESH_S)
     async def _refresh_overrides(self) -> None:
-        """An operator's allow-override must also stop new decisions, not only their enforcement."""
-        if self.overrides is None:
-            return
-        try:
-            current = await self.overrides.all()
-        except (RedisError, OSError) as exc:
-            log.warning("worker.overrides_unavailable", error=str(exc))
-            return  # keep the last known set
-        self.processor.allowed = frozenset(current["allow"])
+        """An operator's allow-override must also stop new decisions, not only their enforcement;
+        feedback's threshold adjustments apply within seconds; queued audit alerts go out."""
+        if self.operator is not None:
+            await self.operator.refresh(self.processor, getattr(self, "producer", None))
 
     async def on_start(self) -> None:
         self.producer = self.producer_factory()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import time
 
 import aiohttp
 from redis.asyncio import Redis
 
 from pipeline.decisions import RedisDecisions
 from pipeline.ingest.redaction import Redactor
+from pipeline.operator.overrides import Override, Overrides
 
 from .conftest import CHALLENGE_URL, KEY_SECRET, audit_for, decision, get, until
 from .harness import Nginx
@@ -107,6 +109,41 @@ async def test_deny_override_blocks_without_a_decision(
     await until(http, gateway.url("gw"), 403, ip=ip)
     audit = await audit_for(gateway, f"ip:{ip}")
     assert (audit["override"], audit["enforced"]) == ("deny", "block")
+
+
+async def test_overrides_written_by_operators_expire_in_the_gateway(
+    gateway: Nginx,
+    decisions: RedisDecisions,
+    redis: Redis,
+    prefix: str,
+    http: aiohttp.ClientSession,
+    net: str,
+) -> None:
+    """`gatewatch override` / feedback write who, why and an expiry; the plugin stops applying
+    an override at its expiry (the local TTL), and one already expired never applies."""
+    denied, allowed, stale = f"{net}.20", f"{net}.21", f"{net}.22"
+    overrides = Overrides(redis, prefix)
+    now = int(time.time() * 1000)
+    pipe = redis.pipeline(transaction=True)
+    for subject, kind, expires_at in [
+        (f"ip:{denied}", "deny", now + 2_500),
+        (f"ip:{allowed}", "allow", now + 2_500),
+        (f"ip:{stale}", "deny", now - 1),
+    ]:
+        overrides.stage_put(
+            pipe,
+            Override(
+                subject=subject, kind=kind, actor="test", created_at=now, expires_at=expires_at
+            ),
+        )
+    await pipe.execute()
+    await decisions.write([decision(f"ip:{allowed}", "block")])
+    await until(http, gateway.url("gw"), 403, ip=denied)
+    assert (await get(http, gateway.url("gw"), ip=allowed)).status == 200
+    assert (await get(http, gateway.url("gw"), ip=stale)).status == 200
+    # At expiry: the deny lifts, and the allow no longer hides the block underneath.
+    await until(http, gateway.url("gw"), 200, ip=denied)
+    await until(http, gateway.url("gw"), 403, ip=allowed)
 
 
 async def test_allow_override_beats_a_block(

@@ -1,7 +1,7 @@
 """`gatewatch sink apigee`: decision alerts from the real broker to an endpoint standing in for the
 Apigee decision-ingest proxy (Apigee cannot run here), under the sink runner: decisions pushed
-with their remaining TTL, findings and expired decisions not pushed, a busy proxy retried, a
-malformed subject dead-lettered with the proxy's answer."""
+with their remaining TTL, findings, expired decisions and decisions on an overridden subject not
+pushed, a busy proxy retried, a malformed subject dead-lettered with the proxy's answer."""
 
 from __future__ import annotations
 
@@ -10,21 +10,30 @@ import time
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
 
 from pipeline.config import Settings
+from pipeline.operator.overrides import Override, Overrides
 from sinks.apigee import build
 from tests.sinklib import make_alert, produce, runner_for, with_settings
 
 from .conftest import read_topic, serve
 
 
-async def test_decision_alerts_reach_the_proxy(settings: Settings) -> None:
+async def test_decision_alerts_reach_the_proxy(settings: Settings, redis: Redis) -> None:
     now = int(time.time() * 1000)
     live = make_alert(1).model_copy(update={"expires_at": now + 600_000})
     busy = make_alert(2).model_copy(update={"expires_at": now + 300_000})
     bad = make_alert(4).model_copy(update={"subject": "ip:bad", "expires_at": now + 60_000})
     expired = make_alert(7).model_copy(update={"expires_at": now - 1000})
     finding = make_alert(10)  # kind "finding": nothing for Apigee to cache
+    # An operator allowed this subject: its Apigee entry is the override, not a decision.
+    overridden = make_alert(11).model_copy(update={"expires_at": now + 600_000})
+    pipe = redis.pipeline(transaction=True)
+    Overrides(redis, settings.redis_prefix).stage_put(
+        pipe, Override(subject=overridden.subject, kind="allow", actor="alice", created_at=now)
+    )
+    await pipe.execute()
     assert finding.kind == "finding"
     received: list[dict] = []
     refusals = {busy.subject: 2}
@@ -54,7 +63,7 @@ async def test_decision_alerts_reach_the_proxy(settings: Settings) -> None:
         sink_backoff_initial_s=0.01,
         sink_backoff_max_s=0.05,
     )
-    await produce(settings, [a.to_json() for a in (live, busy, bad, expired, finding)])
+    await produce(settings, [a.to_json() for a in (live, busy, bad, expired, finding, overridden)])
     sink = build(settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka)
     await producer.start()

@@ -110,3 +110,26 @@ def test_the_proxy_calls_the_shared_flow_after_responding() -> None:
     steps = [s.findtext("Name") for s in endpoint.findall("./PostClientFlow/Response/Step")]
     assert steps == [callout.get("name")]
     assert callout.get("continueOnError") == "true"  # logging never fails the API call
+
+
+@pytest.mark.parametrize("profile", ["apigee", "apigeex"])
+def test_recommended_limits_pass_apigeelint(
+    apigeelint: Path, tmp_path: Path, profile: str
+) -> None:
+    """`gatewatch recommend --format apigee`: its SpikeArrest/Quota shared flow, from baselines
+    learned by replaying Apigee traffic, lints clean like the bundles we ship."""
+    from pipeline.config import Settings
+    from pipeline.recommend.apigee import write_apigee
+    from pipeline.recommend.baselines import from_replay
+    from tests.unit.recommend_traffic import apigee_log
+
+    log = apigee_log(tmp_path / "apigee.log", {"Shop App": 4, "partner-b": 2, "Zoë's app": 1})
+    found, _ = from_replay(log, "apigee-syslog", Settings())
+    assert len(found) == 3
+    bundle = write_apigee(found, tmp_path / "out", source="replay of apigee.log")
+    assert len(list((bundle / "policies").glob("*.xml"))) == 6
+    for path in bundle.rglob("*.xml"):
+        ET.parse(path)  # well formed (a "--" in a comment would not be)
+    result = lint(apigeelint, bundle, profile)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 Errors" in result.stdout and "0 Warnings" in result.stdout

@@ -132,14 +132,18 @@ async def test_overrides_are_managed_in_the_sets_gateways_read(
 ) -> None:
     deny_key = f"{settings.redis_prefix}override:deny"
     allow_key = f"{settings.redis_prefix}override:allow"
-    assert (await _cli(settings, "override", "deny", "ip:203.0.113.66"))[0] == 0
+    why = ("--reason", "test")
+    assert (await _cli(settings, "override", "deny", "ip:203.0.113.66", *why))[0] == 0
     assert await redis.sismember(deny_key, "ip:203.0.113.66")
     # Moving a subject to the other set takes it out of the first: never in both.
-    code, out = await _cli(settings, "override", "allow", "ip:203.0.113.66", "--json")
+    code, out = await _cli(settings, "override", "allow", "ip:203.0.113.66", *why, "--json")
     assert code == 0
-    assert orjson.loads(out) == {"allow": ["ip:203.0.113.66"], "deny": []}
+    answer = orjson.loads(out)
+    assert (answer["allow"], answer["deny"]) == (["ip:203.0.113.66"], [])
     assert not await redis.sismember(deny_key, "ip:203.0.113.66")
     code, out = await _cli(settings, "override", "clear", "ip:203.0.113.66", "--json")
-    assert orjson.loads(out) == {"allow": [], "deny": []}
+    answer = orjson.loads(out)
+    assert (answer["allow"], answer["deny"]) == ([], [])
     assert await redis.scard(allow_key) == 0
-    assert (await _cli(settings, "override", "deny", "not-a-subject"))[0] != 0
+    assert (await _cli(settings, "override", "deny", "not-a-subject", *why))[0] != 0
+    assert (await _cli(settings, "override", "deny", "ip:203.0.113.67"))[0] != 0  # no reason

@@ -398,14 +398,17 @@ def test_populate_caches_the_value_for_the_decisions_ttl() -> None:
     assert populate.findtext("Source") == value.findtext("AssignVariable/Name")
     timeout = populate.find("ExpirySettings/TimeoutInSeconds")
     assert timeout is not None and timeout.get("ref") == "gatewatch.in.ttl_s"
-    # Old entry dropped first, value built before it is stored; allow only clears.
+    # Old entry dropped first, value built before it is stored; allow only clears, except an
+    # operator's allow override, which is stored (it must beat the other subjects' decisions).
     names = [n for n, _ in ingest_steps()]
     assert names.index("RF-gatewatch-invalid") < names.index("IC-gatewatch-decision")
     assert names.index("IC-gatewatch-decision") < names.index("AM-gatewatch-cache-value")
     assert names.index("AM-gatewatch-cache-value") < names.index("PC-gatewatch-decision")
     assert condition_of(ingest_steps(), "IC-gatewatch-decision") == ""
     for name in ("AM-gatewatch-cache-value", "PC-gatewatch-decision"):
-        assert condition_of(ingest_steps(), name) == 'gatewatch.in.action != "allow"'
+        assert condition_of(ingest_steps(), name) == (
+            '(gatewatch.in.action != "allow") or (gatewatch.in.detector = "override")'
+        )
 
 
 def cache_value(body: dict[str, Any], timestamp_ms: int = NOW_MS) -> str:
@@ -850,3 +853,48 @@ def test_lint_directives_only_silence_what_is_explained() -> None:
         [(path, "BN003") for path in lookups]
         + [("gatewatch-enforce/sharedflowbundle/sharedflows/default.xml", "CC004")]
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Operator overrides: pushed as entries with detector "override" (sinks/apigee_overrides.py)
+
+
+@needs_node
+async def test_overrides_pushed_are_stored_and_an_allow_override_wins() -> None:
+    from pipeline.operator.overrides import Override
+    from sinks.apigee_overrides import _change
+
+    allow = Override(subject="consumer:partner", kind="allow", actor="a", created_at=NOW_MS,
+                     expires_at=NOW_MS + 3_600_000)  # fmt: skip
+    deny = Override(subject="ip:203.0.113.9", kind="deny", actor="a", created_at=NOW_MS)
+    bodies = await pushed([_change(allow, NOW_MS), _change(deny, NOW_MS)])
+    assert [(b["action"], b["detector"], b["mode"]) for b in bodies] == [
+        ("allow", "override", "enforce"), ("block", "override", "enforce")
+    ]
+    assert bodies[0]["ttl_s"] == 3600 and bodies[1]["ttl_s"] == 9_999_999  # no expiry: longest
+    for body in bodies:
+        assert valid(as_apigee_strings(body))
+    allow_value, deny_value = (cache_value(b) for b in bodies)
+    subjects = {f"gatewatch.subject.{s}": f"{s}-subject" for s in SLOTS}
+    cases = [
+        # The allow override on the consumer beats a block on its address and a deny on its range.
+        {**subjects, "gatewatch.cached.consumer": allow_value,
+         "gatewatch.cached.ip": cached("block", "enforce"), "gatewatch.cached.net": deny_value},
+        # A deny override blocks on its own, with no decision.
+        {**subjects, "gatewatch.cached.ip": deny_value},
+        # A decision's plain allow is not an override: the block still wins.
+        {**subjects, "gatewatch.cached.consumer": cached("allow", "enforce"),
+         "gatewatch.cached.ip": cached("block", "enforce")},
+    ]  # fmt: skip
+    runs = run_js("gatewatch-verdict.js", cases)
+    got = [
+        (r["gatewatch.action"], r["gatewatch.enforced"], r["gatewatch.subject"],
+         r.get("gatewatch.override"))
+        for r in runs
+    ]  # fmt: skip
+    assert got == [
+        ("allow", "allow", "consumer-subject", "allow"),
+        ("block", "block", "ip-subject", "deny"),
+        ("block", "block", "ip-subject", None),
+    ]
+

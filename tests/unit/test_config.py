@@ -21,6 +21,7 @@ def test_settings_round_trip_through_the_environment(monkeypatch: pytest.MonkeyP
         syslog_allow=["10.0.0.0/8", "::1/128"],
         syslog_tls_require_client_cert=True,
         fetch_max_wait_ms=20,
+        operator_tokens={"alice": "t1", "soc bot": "t2"},
     )
     env = to_environment(original)
     assert env["GATEWATCH_TOPIC_EVENTS"] == "e.events"
@@ -45,6 +46,7 @@ def test_settings_round_trip_through_the_environment(monkeypatch: pytest.MonkeyP
             "apigee_ingest_token",
         ):
             dump[key] = getattr(s, key).get_secret_value()
+        dump["operator_tokens"] = {k: v.get_secret_value() for k, v in s.operator_tokens.items()}
         return dump
 
     assert revealed(rebuilt) == revealed(original)

@@ -1,6 +1,6 @@
 --- An in-memory Redis behind the `resty.redis` API, for the sync specs.
 --
--- Holds hashes, sets and streams; `M.server.up = false` refuses connections and fails
+-- Holds hashes, sets, sorted sets and streams; `M.server.up = false` refuses connections and fails
 -- commands on open ones. `M.write(ns, decision)` stores a decision the way
 -- pipeline/decisions.py does (hash + stream entry), so the specs speak the real contract.
 
@@ -18,7 +18,7 @@ local M = {}
 
 function M.reset()
   M.server = {
-    up = true, hashes = {}, sets = {}, streams = {}, seq = 0,
+    up = true, hashes = {}, sets = {}, zsets = {}, streams = {}, seq = 0,
     pools = {}, connects = {}, auths = {}, selects = {}, commands = {},
   }
 end
@@ -203,6 +203,23 @@ function Client:smembers(key)
     local out = {}
     for member in pairs(M.server.sets[key] or {}) do out[#out + 1] = member end
     sort(out)
+    return out
+  end)
+end
+
+-- ZRANGE key 0 -1 WITHSCORES: members by score, flattened { member, score, ... } (as strings).
+function Client:zrange(key)
+  return run(self, "zrange", function()
+    local members = {}
+    for member, score in pairs(M.server.zsets[key] or {}) do
+      members[#members + 1] = { member, score }
+    end
+    sort(members, function(a, b) return a[2] < b[2] end)
+    local out = {}
+    for _, m in ipairs(members) do
+      out[#out + 1] = m[1]
+      out[#out + 1] = tostring(m[2])
+    end
     return out
   end)
 end

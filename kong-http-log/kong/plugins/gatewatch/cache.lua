@@ -5,7 +5,8 @@
 -- read different prefixes never see each other's decisions:
 --
 --   <ns>d:<subject>  "<action>|<mode>|<score>|<expires_ms>|<detector>", TTL = time to expiry
---   <ns>o:<subject>  "allow" | "deny", no TTL (reconciled against Redis on every refresh)
+--   <ns>o:<subject>  "allow" | "deny", TTL = time to the override's expiry (none when it has
+--                    none); reconciled against Redis on every refresh
 --   <ns>~synced_at   epoch ms of the last successful sync
 --   <ns>~since       epoch ms this source was first configured (staleness before any sync)
 --   <ns>~last_id     id of the last stream entry applied
@@ -112,17 +113,34 @@ end
 
 
 --- Replace the stored overrides with the sets just read from Redis.
--- A subject in both sets is allowed: allow always wins.
+-- A subject in both sets is allowed: allow always wins. An override whose expiry has passed is
+-- dropped; the others are stored with a TTL to their expiry, so one stops applying on time even
+-- if Redis cannot be reached then.
 -- @param allow table: array of subjects
 -- @param deny table: array of subjects
+-- @param expiries table|nil: subject -> expiry (epoch ms); a subject missing has none
+-- @param now_ms number|nil: epoch ms (needed with `expiries`)
 -- @return number of overrides stored, or nil and an error
-function _M.set_overrides(ns, allow, deny)
+function _M.set_overrides(ns, allow, deny, expiries, now_ms)
   local wanted, list = {}, {}
   for i = 1, #deny do
     wanted[deny[i]] = "deny"
   end
   for i = 1, #allow do
     wanted[allow[i]] = "allow"
+  end
+  expiries = expiries or {}
+  local ttls = {}
+  for subject in pairs(wanted) do
+    local expires = expiries[subject]
+    if expires then
+      local ttl = (expires - now_ms) / 1000
+      if ttl <= 0 then
+        wanted[subject] = nil
+      else
+        ttls[subject] = ttl
+      end
+    end
   end
   local old = dict:get(ns .. "~overrides")
   if old then
@@ -133,7 +151,7 @@ function _M.set_overrides(ns, allow, deny)
     end
   end
   for subject, kind in pairs(wanted) do
-    local ok, err = store(ns .. "o:" .. subject, kind, 0)
+    local ok, err = store(ns .. "o:" .. subject, kind, ttls[subject] or 0)
     if not ok then
       return nil, err
     end

@@ -1,8 +1,9 @@
 --- The Redis side of the sync: pooled connections and the few reads a gateway needs.
 --
 -- Only the sync timer calls this module; nothing here ever runs on the request path.
--- Keys follow pipeline/decisions.py: `<ns>d:<subject>` hashes, the `<ns>decisions` stream,
--- and the `<ns>override:allow` / `<ns>override:deny` sets.
+-- Keys follow pipeline/decisions.py: `<ns>d:<subject>` hashes, the `<ns>decisions` stream;
+-- and pipeline/operator/overrides.py: the `<ns>override:allow` / `<ns>override:deny` sets and
+-- the `<ns>override:expiry` sorted set (subject -> expiry in epoch ms, for those that expire).
 
 local redis = require "resty.redis"
 
@@ -208,21 +209,29 @@ function _M.read_stream(red, ns, last_id, block_ms, r, apply)
 end
 
 
---- Both override sets.
--- @return allow (array), deny (array); or nil and an error
+--- Both override sets and the expiries of those that expire.
+-- An override without an expiry (or written before expiries existed) lasts until cleared.
+-- @return allow (array), deny (array), expiries (table subject -> epoch ms); or nil and an error
 function _M.overrides(red, ns)
-  red:init_pipeline(2)
+  red:init_pipeline(3)
   red:smembers(ns .. "override:allow")
   red:smembers(ns .. "override:deny")
+  red:zrange(ns .. "override:expiry", 0, -1, "WITHSCORES")
   local replies, err = red:commit_pipeline()
   if not replies then
     return nil, err
   end
-  err = failed(replies[1]) or failed(replies[2])
+  err = failed(replies[1]) or failed(replies[2]) or failed(replies[3])
   if err then
     return nil, err
   end
-  return replies[1], replies[2]
+  local expiries, flat = {}, replies[3]
+  if flat ~= null then
+    for i = 1, #flat - 1, 2 do
+      expiries[flat[i]] = tonumber(flat[i + 1])
+    end
+  end
+  return replies[1], replies[2], expiries
 end
 
 

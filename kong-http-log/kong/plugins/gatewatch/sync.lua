@@ -75,11 +75,11 @@ end
 
 
 local function refresh_overrides(red, ns, src)
-  local allow, deny = store.overrides(red, ns)
+  local allow, deny, expiries = store.overrides(red, ns)
   if not allow then
     return nil, "failed to read the overrides: " .. tostring(deny)
   end
-  local ok, err = cache.set_overrides(ns, allow, deny)
+  local ok, err = cache.set_overrides(ns, allow, deny, expiries, now_ms())
   if not ok then
     return nil, err
   end

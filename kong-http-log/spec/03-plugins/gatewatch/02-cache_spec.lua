@@ -98,6 +98,22 @@ describe("Plugin: gatewatch (cache)", function()
       cache.set_overrides(NS, {}, {})
       assert.is_nil(cache.get_override(NS, "ip:2.2.2.2"))
     end)
+
+    it("honours expiries: drops the past ones, keeps the others until theirs", function()
+      local now = now_ms()
+      local expiries = { ["ip:1.1.1.1"] = now - 1, ["ip:2.2.2.2"] = now + 5000 }
+      assert.equal(2, cache.set_overrides(NS, { "ip:1.1.1.1", "consumer:c1" }, { "ip:2.2.2.2" },
+                                          expiries, now))
+      assert.is_nil(cache.get_override(NS, "ip:1.1.1.1"))
+      assert.equal("deny", cache.get_override(NS, "ip:2.2.2.2"))
+      assert.equal("allow", cache.get_override(NS, "consumer:c1"))   -- no expiry: until cleared
+      -- Redis unreachable from now on: local memory alone ends the override on time.
+      stand_in.ngx.clock = stand_in.ngx.clock + 4.9
+      assert.equal("deny", cache.get_override(NS, "ip:2.2.2.2"))
+      stand_in.ngx.clock = stand_in.ngx.clock + 0.2
+      assert.is_nil(cache.get_override(NS, "ip:2.2.2.2"))
+      assert.equal("allow", cache.get_override(NS, "consumer:c1"))
+    end)
   end)
 
   describe("freshness", function()

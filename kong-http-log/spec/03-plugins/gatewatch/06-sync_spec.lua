@@ -145,6 +145,20 @@ describe("Plugin: gatewatch (sync)", function()
     assert.equal("allow", cache.get_override(NS, "ip:192.0.2.1"))
   end)
 
+  it("reads override expiries and never applies an expired override", function()
+    fake.server.sets[NS .. "override:deny"] = { ["ip:192.0.2.1"] = true, ["ip:192.0.2.2"] = true }
+    fake.server.zsets[NS .. "override:expiry"] = {
+      ["ip:192.0.2.1"] = now_ms() + 1500, ["ip:192.0.2.2"] = now_ms() - 1,
+    }
+    sync.configure({ conf })
+    clock.run_timers()
+    assert.equal("deny", cache.get_override(NS, "ip:192.0.2.1"))
+    assert.is_nil(cache.get_override(NS, "ip:192.0.2.2"))
+    fake.server.up = false                 -- expiry needs no Redis: the local TTL ends it
+    clock.clock = clock.clock + 2
+    assert.is_nil(cache.get_override(NS, "ip:192.0.2.1"))
+  end)
+
   it("authenticates and selects the database on new connections only", function()
     conf = stand_in.config({ redis = { prefix = NS, username = "gw", password = "pw",
                                        database = 3, ssl = true, server_name = "r.example" } })

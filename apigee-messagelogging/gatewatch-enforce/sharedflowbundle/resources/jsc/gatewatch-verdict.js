@@ -15,10 +15,16 @@
  * enforced tag beats a shadowed block; ties go to the most specific subject
  * (consumer, key, ip, net).
  *
+ * Operator overrides arrive the same way with detector "override": a deny as a block in enforce
+ * mode, an allow as an allow. An allow override wins over everything, even a deny or a block on
+ * another subject of the same request (an operator allow-lists the specific inside the broad),
+ * as in the Kong plugin; gatewatch.override says which override decided.
+ *
  * Sets gatewatch.action (asked), gatewatch.enforced (applied), gatewatch.mode, gatewatch.subject,
- * gatewatch.score, gatewatch.detector, gatewatch.retry_after (seconds until the decision expires,
- * 1..retry_after_max). A flow variable gatewatch.mode_override (e.g. a FlowCallout Parameter)
- * replaces every decision's own mode, like the Kong plugin's per-route mode.
+ * gatewatch.score, gatewatch.detector, gatewatch.override (allow|deny, when one decided),
+ * gatewatch.retry_after (seconds until the decision expires, 1..retry_after_max). A flow
+ * variable gatewatch.mode_override (e.g. a FlowCallout Parameter) replaces every decision's own
+ * mode, like the Kong plugin's per-route mode.
  */
 (function () {
   "use strict";
@@ -27,6 +33,7 @@
   var MODES = { shadow: true, log: true, challenge: true, enforce: true };
   var SLOTS = ["consumer", "key", "ip", "net"];
   var FORMAT = "gw1";
+  var OVERRIDE = "override";
   var DEFAULT_RETRY_AFTER_MAX = 60;
 
   function variable(name) {
@@ -78,9 +85,13 @@
 
   function main() {
     var override = variable("gatewatch.mode_override"), best = null, bestRank = -1;
-    var i, decision, enforced, rank, now = Date.now();
+    var i, decision, enforced, rank, now = Date.now(), allowed = null;
     for (i = 0; i < SLOTS.length; i++) {
       decision = parse(variable("gatewatch.cached." + SLOTS[i]));
+      if (decision && decision.detector === OVERRIDE && decision.action === "allow" && !allowed) {
+        allowed = decision;
+        allowed.subject = variable("gatewatch.subject." + SLOTS[i]);
+      }
       if (decision) {
         if (known(MODES, override)) {
           decision.mode = override;
@@ -95,8 +106,15 @@
         }
       }
     }
+    if (allowed) {
+      best = allowed;
+      best.enforced = "allow";
+    }
     if (!best) {
       return;
+    }
+    if (best.detector === OVERRIDE) {
+      context.setVariable("gatewatch.override", best.action === "allow" ? "allow" : "deny");
     }
     context.setVariable("gatewatch.action", best.action);
     context.setVariable("gatewatch.enforced", best.enforced);

@@ -1,0 +1,1 @@
+"""Operator actions: overrides, feedback and their audit trail (alerts of kind `operator`)."""

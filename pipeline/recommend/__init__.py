@@ -1,0 +1,1 @@
+"""Rate-limit recommendations from learned baselines, rendered for an operator to review."""
