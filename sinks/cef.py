@@ -166,8 +166,9 @@ def _units(alert: Alert) -> Iterator[_Unit]:
         yield [("cnt", str(len(alert.evidence)))], False
         yield [("cs5Label", "evidence"), ("cs5", ",".join(alert.evidence))], True
     text = "; ".join(f"{r.detector}: {r.text}" for r in alert.reasons)
-    if alert.operator and alert.operator.reason:
-        text = f"{text}; {alert.operator.reason}" if text else alert.operator.reason
+    operator = alert.operator
+    if operator and operator.reason and all(r.text != operator.reason for r in alert.reasons):
+        text = f"{text}; {operator.reason}" if text else operator.reason
     if text:
         yield [("msg", text)], True
 

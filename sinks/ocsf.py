@@ -10,8 +10,9 @@ tests):
   In Progress for a confirmed one.
 - security_control profile (declared in metadata.profiles): action_id/disposition_id say what the
   gateway did: block Denied/Blocked, challenge Denied/Challenge, tag Modified/Tagged, allow
-  Allowed/Allowed; in shadow or log mode nothing was done: Observed/Detected. is_alert for a
-  challenge or block and for findings.
+  Allowed/Allowed; in shadow or log mode, and for feedback, nothing was done: Observed/Detected;
+  a false-positive verdict is Allowed/Exonerated. is_alert for a challenge or block and for
+  findings.
 - finding_info: uid = the alert id (stable: a consumer deduplicates on it), title, desc (the
   reasons), types (reason codes), analytic (the detector, its version and kind), attacks (MITRE
   ATT&CK technique, sub-technique, tactics), created/first/last seen times.
@@ -64,6 +65,7 @@ ENFORCED = {
     "allow": (1, "Allowed", 1, "Allowed"),
 }
 OBSERVED = (3, "Observed", 15, "Detected")
+EXONERATED = (1, "Allowed", 10, "Exonerated")  # an analyst's false-positive verdict
 STATUS = {"feedback_false_positive": (3, "Suppressed"), "feedback_confirmed": (2, "In Progress")}
 # The kind of analysis behind each detector (OCSF analytic type_id, caption).
 ANALYTIC = {
@@ -115,8 +117,12 @@ def detection_finding(alert: Alert, product_version: str) -> dict[str, Any]:
     activity_id, activity = (2, "Update") if alert.operator else (1, "Create")
     severity_id, severity = SEVERITY[alert.severity]
     risk_id, risk = RISK[alert.severity]
-    acted = alert.enforced or alert.operator is not None
-    action_id, action, disposition_id, disposition = ENFORCED[alert.action] if acted else OBSERVED
+    verdict = alert.operator.action if alert.operator else ""
+    action_id, action, disposition_id, disposition = (
+        EXONERATED if verdict == "feedback_false_positive"
+        else ENFORCED[alert.action] if alert.enforced
+        else OBSERVED
+    )  # fmt: skip
     status_id, status = STATUS.get(alert.operator.action if alert.operator else "", (1, "New"))
     who, observables = _subject(alert)
     request: dict[str, Any] = {"url": {"path": alert.route}} if alert.route else {}
@@ -133,8 +139,9 @@ def detection_finding(alert: Alert, product_version: str) -> dict[str, Any]:
     if alert.detector in alert.detector_versions:
         analytic["version"] = alert.detector_versions[alert.detector]
     reasons = [f"{r.detector}: {r.text}" for r in alert.reasons]
-    if alert.operator:
-        reasons.append(f"{alert.operator.actor}: {alert.operator.reason}")
+    operator = alert.operator
+    if operator and operator.reason and all(r.text != operator.reason for r in alert.reasons):
+        reasons.append(f"{operator.actor}: {operator.reason}")
     info: dict[str, Any] = {
         "uid": alert.id,
         "title": alert.title,

@@ -62,8 +62,9 @@ def _verb(alert: Alert) -> str:
 
 def _reasons(alert: Alert) -> str:
     lines = [f"{r.detector}: {r.text}" for r in alert.reasons]
-    if alert.operator:
-        lines.append(f"{alert.operator.actor}: {alert.operator.reason}")
+    operator = alert.operator
+    if operator and operator.reason and all(r.text != operator.reason for r in alert.reasons):
+        lines.append(f"{operator.actor}: {operator.reason}")
     return "\n".join(lines)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from pipeline.alerts import Alert, AlertReason, OperatorAction
+from pipeline.alerts import Alert, AlertReason
+from pipeline.operator import audit
 
 __all__ = ["HOSTILE", "alert", "operator_alert", "random_text"]
 
@@ -68,26 +69,15 @@ def alert(n: int = 0, **changes: Any) -> Alert:
     return Alert(**(fields | changes))
 
 
-def operator_alert(n: int = 0) -> Alert:
-    return alert(
-        n,
-        kind="operator",
-        action="allow",
-        mode="enforce",
-        enforced=True,
-        title="allow override of consumer:partner-7 by alice",
-        severity="info",
-        score=0.0,
-        subject="consumer:partner-7",
-        scope="consumer",
-        detector="operator",
-        reasons=[],
-        attack=[],
-        evidence=[],
-        expires_at=None,
-        operator=OperatorAction(
-            action="override_allow", actor="alice", reason="partner batch sync", expires_at=None
-        ),
+def operator_alert(n: int = 0, action: str = "override_allow") -> Alert:
+    """An operator action as the audit trail writes it (pipeline/operator/audit.py)."""
+    return audit.operator_alert(
+        action,
+        "consumer:partner-7",
+        actor="alice",
+        reason="partner batch sync",
+        at_ms=1_714_557_600_000 + n,
+        route="/v1/orders",
     )
 
 

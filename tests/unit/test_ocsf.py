@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.alerts import Alert, AlertReason, OperatorAction
+from pipeline.alerts import Alert, AlertReason
 from sinks.ocsf import detection_finding
 from tests.alert_samples import HOSTILE, alert, operator_alert
 from tests.fixtures.ocsf.pin_ocsf import files
@@ -31,7 +31,6 @@ SCHEMAS = {"pinned": OcsfSchema(PINNED)} | ({"full": OcsfSchema(FULL)} if FULL e
 
 
 def shapes() -> dict[str, Alert]:
-    override = OperatorAction(action="feedback_false_positive", actor="bob", reason="partner")
     return {
         "shadow-ip": alert(),
         "enforced-block": alert(mode="enforce", enforced=True),
@@ -44,7 +43,9 @@ def shapes() -> dict[str, Alert]:
         "finding": alert(kind="finding", severity="critical", attack=["T1190", "T9999.001"]),
         "bare": alert(reasons=[], attack=[], evidence=[], route=None, detector="anomaly"),
         "operator": operator_alert(),
-        "false-positive": operator_alert().model_copy(update={"operator": override}),
+        "false-positive": operator_alert(action="feedback_false_positive"),
+        "confirmed": operator_alert(action="feedback_confirmed"),
+        "deny": operator_alert(action="override_deny"),
         "hostile": alert(
             title=HOSTILE[3],
             route=HOSTILE[0],
@@ -96,7 +97,12 @@ def test_the_mapping() -> None:
     assert (enforced["action_id"], enforced["disposition_id"]) == (2, 2)  # Denied, Blocked
     op = detection_finding(shapes()["false-positive"], "0.1.0")
     assert (op["activity_id"], op["type_uid"], op["status"]) == (2, 200402, "Suppressed")
-    assert op["is_alert"] is False
+    assert (op["disposition"], op["is_alert"]) == ("Exonerated", False)
+    assert op["finding_info"]["desc"] == "operator: partner batch sync"  # said once
+    deny = detection_finding(shapes()["deny"], "0.1.0")
+    assert (deny["action"], deny["disposition"]) == ("Denied", "Blocked")
+    confirmed = detection_finding(shapes()["confirmed"], "0.1.0")
+    assert (confirmed["status"], confirmed["action"]) == ("In Progress", "Observed")
 
 
 reasons = st.builds(
