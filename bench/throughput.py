@@ -6,8 +6,13 @@ same code as the collector, attacks included so decisions are written), then sta
 the worker keeps in Redis. Also reports the detection step alone, in process, without I/O.
 
     .venv/bin/python bench/throughput.py [--events 200000] [--json]
+    .venv/bin/python bench/throughput.py --checkpoints both --json   # their cost: on vs off
 
-Uses the embedded stack unless --kafka and --redis are given.
+Uses the embedded stack unless --kafka and --redis are given. `--checkpoints both` runs the worker
+twice over the same pre-loaded topic (a consumer group and a Redis prefix each), once with
+checkpoints on (the default configuration) and once off, and reports the CPU per event they add.
+With checkpoints on it also times them in process (`in_process`): the detection step and, once
+per second of the worker's measured pace, the checkpoint it would write, on CPU time.
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import msgpack
 import orjson
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
+from redis.connection import Connection
 from rich.console import Console
 from rich.progress import Progress
 
@@ -32,7 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchlib import demo_events  # noqa: E402
+
 from detectors import Fusion, default_detectors  # noqa: E402
+from detectors.state_codec import StateCodec  # noqa: E402
 from pipeline import envelopes  # noqa: E402
 from pipeline.config import Settings, to_environment  # noqa: E402
 from pipeline.decisions import RedisDecisions  # noqa: E402
@@ -40,6 +50,7 @@ from pipeline.events import GatewayEvent  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
 from pipeline.stack import EmbeddedStack, free_port, stop_process  # noqa: E402
 from pipeline.worker.processor import GC_THRESHOLDS, Processor, StateStore  # noqa: E402
+from pipeline.worker.store import SubjectBudget  # noqa: E402
 
 PARTITIONS = 4
 ENVELOPE = 500
@@ -73,6 +84,63 @@ def processor_eps(events: list[GatewayEvent]) -> float:
         gc.set_threshold(*thresholds)
 
 
+def checkpoint_cost(events: list[GatewayEvent], flush_every: int) -> dict[str, float]:
+    """CPU per event of the detection step and of the checkpoints a worker writes while running it
+    (every `flush_every` events, about a second of the worker's pace): every changed state
+    encoded and the write command built as redis-py sends it (the network and Redis not counted).
+    In process and on CPU time, so other load on the machine hardly moves the ratio."""
+    processor = Processor(detectors=default_detectors(), fusion=Fusion(), mode="enforce")
+    codec = StateCodec(processor.detectors)
+    budget = SubjectBudget(500_000)
+    stores: dict[int, StateStore] = {}
+    batches: list[tuple[int, list[GatewayEvent]]] = []
+    by_partition: dict[int, list[GatewayEvent]] = {}
+    for e in events:
+        by_partition.setdefault(
+            envelopes.partition_for(e.partition_subject(), PARTITIONS), []
+        ).append(e)
+    for p, evs in by_partition.items():
+        stores[p] = StateStore(budget=budget, track_changes=True)
+        batches += [(p, evs[i : i + ENVELOPE]) for i in range(0, len(evs), ENVELOPE)]
+    batches.sort(key=lambda b: b[1][0].ts_ms)  # as the partitions interleave in a worker
+    command = Connection().pack_command
+    pack = msgpack.Packer(use_bin_type=False).pack
+    detect_s = checkpoint_s = 0.0
+    since = states = 0
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        for p, batch in batches:
+            started = time.process_time()
+            processor.process(batch, stores[p])
+            detect_s += time.process_time() - started
+            since += len(batch)
+            if since < flush_every:
+                continue
+            since = 0
+            started = time.process_time()
+            for store in stores.values():
+                changed, dropped = store.take_changes()
+                flat: list[str | bytes] = []
+                for subject in changed:
+                    state = store.peek(subject)
+                    if state is not None:
+                        flat += (subject, codec.encode(state))
+                states += len(flat) // 2
+                command("EVALSHA", "0" * 40, 1, "key", 1, 1, pack(list(dropped)), pack(flat))
+            checkpoint_s += time.process_time() - started
+    finally:
+        gc.set_threshold(*thresholds)
+    n = len(events)
+    return {
+        "detect_cpu_us_per_event": round(detect_s / n * 1e6, 2),
+        "checkpoint_cpu_us_per_event": round(checkpoint_s / n * 1e6, 3),
+        "checkpoint_cpu_share": round(checkpoint_s / (detect_s + checkpoint_s), 4),
+        "checkpoint_states_written": states,
+        "flush_every_events": flush_every,
+    }
+
+
 async def preload(settings: Settings, events: list[GatewayEvent]) -> int:
     await ensure_topics(settings)
     by_partition: dict[int, list[GatewayEvent]] = {}
@@ -99,7 +167,7 @@ async def preload(settings: Settings, events: list[GatewayEvent]) -> int:
     return records
 
 
-async def run_worker(settings: Settings, total: int, console: Console) -> dict[str, float]:
+async def run_worker(settings: Settings, total: int, console: Console) -> dict[str, Any]:
     # PYTHONPATH: the worker must run this checkout's code, not whichever one is installed.
     env = os.environ | to_environment(
         settings.model_copy(update={"mode": "enforce", "web_port": free_port()})
@@ -152,6 +220,10 @@ async def main() -> None:
     ap.add_argument("--kafka")
     ap.add_argument("--redis")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--checkpoints", choices=["on", "off", "both"], default="on",
+        help="run the worker with checkpoints on (default), off, or both to compare",
+    )  # fmt: skip
     args = ap.parse_args()
     console = Console(stderr=True)
 
@@ -173,11 +245,35 @@ async def main() -> None:
         settings.topics.events = f"bench-{suffix}.events"
         with console.status("pre-loading the events topic"):
             records = await preload(settings, events)
-        figures = await run_worker(settings, len(events), console)
+        modes = ["on", "off"] if args.checkpoints == "both" else [args.checkpoints]
+        runs: dict[str, dict[str, Any]] = {}
+        for mode in modes:
+            # Its own consumer group and Redis keys: each run reads the topic from the start.
+            run_settings = settings.model_copy(
+                update={
+                    "checkpoints": mode == "on",
+                    "worker_id": f"{settings.worker_id}-{mode}",
+                    "redis_prefix": f"{settings.redis_prefix}{mode}:",
+                }
+            )
+            runs[mode] = await run_worker(run_settings, len(events), console)
     finally:
         if stack:
             stack.stop()
 
+    figures: dict[str, Any] = dict(runs[modes[0]])
+    figures["checkpoints"] = modes[0]
+    if "on" in modes:
+        # Once per second of this worker's pace, as it flushes.
+        flush_every = max(ENVELOPE, int(runs["on"]["worker_eps"]))
+        with console.status("timing checkpoints in process"):
+            figures["in_process"] = checkpoint_cost(events, flush_every)
+    if len(modes) == 2:
+        on = runs["on"]["worker_cpu_us_per_event"]
+        off = runs["off"]["worker_cpu_us_per_event"]
+        figures["checkpoints_off"] = runs["off"]
+        # End to end: on a busy machine this difference is mostly noise (see in_process).
+        figures["worker_checkpoint_cpu_share"] = round((on - off) / on, 3) if on else None
     result = {
         "events": len(events),
         "envelopes": records,

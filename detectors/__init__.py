@@ -4,8 +4,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from detectors.anomaly import BehaviourAnomaly
+from detectors.base import Declaration, Detector, Signal, SubjectContext
 from detectors.bots import BrowserMimicry, CrawlerPace, ScannerAgent
-from detectors.base import Detector, EventDetector, Signal, StatefulDetector, SubjectContext
 from detectors.bruteforce import BruteForce, DistributedStuffing
 from detectors.fusion import Fusion, Verdict
 from detectors.injection import InjectionDetector
@@ -25,9 +25,9 @@ __all__ = [
     "BrowserMimicry",
     "BruteForce",
     "CrawlerPace",
+    "Declaration",
     "Detector",
     "DistributedStuffing",
-    "EventDetector",
     "Fusion",
     "InjectionDetector",
     "KeySharing",
@@ -37,9 +37,8 @@ __all__ = [
     "RoutePolicy",
     "ScannerAgent",
     "SensitiveProbing",
-    "SpecDrift",
     "Signal",
-    "StatefulDetector",
+    "SpecDrift",
     "SubjectContext",
     "Verdict",
     "default_detectors",

@@ -10,13 +10,33 @@ window's deviation is.
 
 from __future__ import annotations
 
-from river import anomaly
+from typing import Any
 
-from detectors.base import Signal, SubjectContext
+from river import anomaly
+from river.tree.base import Leaf
+
+from detectors.base import Declaration, Detector, Signal, SubjectContext
+from detectors.codec import (
+    FLAG,
+    SlotCodec,
+    StateFormatError,
+    count,
+    expect_list,
+    integer,
+    text,
+    unit,
+)
 from detectors.state import FEATURE_NAMES, SubjectState
 from pipeline.events import GatewayEvent
 
 __all__ = ["BehaviourAnomaly"]
+
+
+def _split(node: Any) -> tuple[int, float]:
+    """A tree node's split as (index in FEATURE_NAMES, threshold); (-1, 0.0) for a leaf."""
+    if isinstance(node, Leaf):
+        return -1, 0.0
+    return FEATURE_NAMES.index(node.feature), float(node.threshold)
 
 
 class _Memo:
@@ -27,7 +47,11 @@ class _Memo:
         self.reason = ""
 
 
-class BehaviourAnomaly:
+_MEMO = SlotCodec(_Memo, 1, [("score", unit()), ("reason", text(4096))])
+_N_TREES, _HEIGHT, _WINDOW = 10, 6, 250
+
+
+class BehaviourAnomaly(Detector):
     """Scores each closed window of a warmed-up subject with one shared `HalfSpaceTrees`.
 
     The model learns only windows nobody flagged and it did not find anomalous itself, so an
@@ -67,7 +91,9 @@ class BehaviourAnomaly:
     """
 
     name = "anomaly"
-    needs = ("memo",)
+    declares = Declaration(
+        updates=True, kinds=("consumer", "key"), needs="memo", memo=_MEMO, model_version=1
+    )
 
     def __init__(
         self,
@@ -83,8 +109,15 @@ class BehaviourAnomaly:
         self.min_windows = min_windows
         self.warmup = warmup
         self.kinds = kinds
-        self.model = anomaly.HalfSpaceTrees(n_trees=10, height=6, window_size=250, seed=seed)
+        self.declares = type(self).declares.for_kinds(kinds)  # type: ignore[arg-type]
+        self.seed = seed
+        self.model = self._new_model()
         self.learned = 0
+
+    def _new_model(self) -> anomaly.HalfSpaceTrees:
+        return anomaly.HalfSpaceTrees(
+            n_trees=_N_TREES, height=_HEIGHT, window_size=_WINDOW, seed=self.seed
+        )
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
         # Called before the event is observed: a window this event closes is complete and not yet
@@ -127,3 +160,59 @@ class BehaviourAnomaly:
         # detector's signal it tips fusion towards acting.
         strength = (seen.score - self.threshold) / (1.0 - self.threshold)
         return Signal(self.name, "behaviour_anomaly", round(0.3 + 0.2 * strength, 3), seen.reason)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    # River has no safe serializer for a HalfSpaceTrees (only pickle), so the model is written as
+    # what it learned: per tree, each node's split (feature, threshold) and its two masses, in
+    # depth-first order, plus the window counter. Loading builds the trees again from the seed
+    # (River draws every split from `random.Random(seed)` when it sees the first window), checks
+    # that they split where the checkpoint says, and sets the masses: the same model, node for node.
+
+    def export_model(self) -> list[Any]:
+        m = self.model
+        trees = []
+        for tree in m.trees:
+            nodes = list(tree.iter_dfs())
+            splits = [_split(n) for n in nodes]
+            trees.append(
+                [
+                    [feature for feature, _ in splits],
+                    [threshold for _, threshold in splits],
+                    [n.l_mass for n in nodes],
+                    [n.r_mass for n in nodes],
+                ]
+            )
+        params = [_N_TREES, _HEIGHT, _WINDOW, self.seed]
+        return [params, self.learned, m.counter, m._first_window, trees]
+
+    def load_model(self, data: Any) -> None:
+        params, learned, counter, first_window, trees = expect_list(data, 5, "an anomaly model")
+        if params != [_N_TREES, _HEIGHT, _WINDOW, self.seed]:
+            raise StateFormatError(f"anomaly model of other parameters {params!r}")
+        learned = count().decode(learned)
+        counter = integer(0, _WINDOW - 1).decode(counter)
+        first_window = FLAG.decode(first_window)
+        trees = expect_list(trees, None, "a list of trees")
+        model = self._new_model()
+        if trees:
+            if len(trees) != _N_TREES:
+                raise StateFormatError(f"{len(trees)} trees, not {_N_TREES}")
+            model.learn_one(dict.fromkeys(FEATURE_NAMES, 0.5))  # River builds its trees here
+            mass = integer(0, _WINDOW)
+            size = 2 ** (_HEIGHT + 1) - 1
+            for tree, saved in zip(model.trees, trees, strict=True):
+                features, thresholds, l_mass, r_mass = (
+                    expect_list(part, size, "a tree's nodes") for part in expect_list(saved, 4)
+                )
+                nodes = list(tree.iter_dfs())
+                for i, node in enumerate(nodes):
+                    feature, threshold = _split(node)
+                    if features[i] != feature or thresholds[i] != threshold:
+                        raise StateFormatError("anomaly trees split elsewhere than this model's")
+                    node.l_mass = mass.decode(l_mass[i])
+                    node.r_mass = mass.decode(r_mass[i])
+        elif learned or counter or not first_window:
+            raise StateFormatError("an anomaly model that learned without trees")
+        model.counter = counter
+        model._first_window = first_window
+        self.model, self.learned = model, learned

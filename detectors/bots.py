@@ -24,8 +24,20 @@ from __future__ import annotations
 
 import math
 import zlib
+from typing import Any
 
-from detectors.base import Signal, SubjectContext
+from detectors.base import Declaration, Detector, Signal, SubjectContext
+from detectors.codec import (
+    FLAG,
+    NONNEG,
+    REAL,
+    SlotCodec,
+    StateFormatError,
+    bits,
+    count,
+    expect_list,
+    text,
+)
 from detectors.sketch import distinct
 from detectors.state import SubjectState
 from detectors.useragents import (
@@ -59,7 +71,7 @@ def _shown(user_agent: str, limit: int = 40) -> str:
     return user_agent if len(user_agent) <= limit else user_agent[: limit - 1] + "…"
 
 
-class ScannerAgent:
+class ScannerAgent(Detector):
     """Flags requests whose user agent is an attack tool and scores the subject's decayed count.
 
     One such request reaches `first_score` (a challenge by default) and two are a block: nobody
@@ -89,6 +101,7 @@ class ScannerAgent:
     """
 
     name = "bot_ua"
+    declares = Declaration(inspects=True)
 
     def __init__(
         self, first_score: float = 0.75, classifier: UserAgentClassifier | None = None
@@ -163,7 +176,30 @@ class _Mimicry:
         self.diversity = -1.0  # distinct paths per request in the last full window; -1: none yet
 
 
-class BrowserMimicry:
+_MIMICRY = SlotCodec(
+    _Mimicry,
+    1,
+    [
+        ("seen", count()),
+        ("claims", count()),
+        ("forged", count()),
+        ("no_lang", count()),
+        ("no_fetch", count()),
+        ("no_referer", count()),
+        ("empty", count()),
+        ("headless", count()),
+        ("last_t", REAL),
+        ("lg_n", NONNEG),
+        ("lg_mean", REAL),
+        ("lg_m2", NONNEG),
+        ("paths", bits(_PATH_BITS)),
+        ("paths_n", count()),
+        ("diversity", REAL),
+    ],
+)
+
+
+class BrowserMimicry(Detector):
     """Scores clients that claim to be browsers but behave like scripts.
 
     Weak signals over the subject's last `window`..`2 * window` requests, fused:
@@ -236,9 +272,11 @@ class BrowserMimicry:
     """
 
     name = "bot_behaviour"
-    # Only anonymous clients claim to be people: see `_anonymous`.
-    kinds = ("ip",)
-    needs = ("memo",)
+    # Only anonymous clients claim to be people: see `_anonymous`. Model-wide it learns which
+    # gateways' logs carry the browser headers at all.
+    declares = Declaration(
+        updates=True, kinds=("ip",), needs="memo", memo=_MIMICRY, model_version=1
+    )
 
     def __init__(
         self,
@@ -480,6 +518,25 @@ class BrowserMimicry:
         return Signal(self.name, kind, score, ", ".join(parts))
 
 
+    # -- checkpoints: which gateways' logs carry the headers ------------------------------------
+    def export_model(self) -> list[Any]:
+        sources = [[gateway, *seen] for gateway, seen in self._sources.items()]
+        return [sources, self._lang_logged, self._fetch_logged]
+
+    def load_model(self, data: Any) -> None:
+        rows, lang_logged, fetch_logged = expect_list(data, 3, "header-logging statistics")
+        rows = expect_list(rows, None, "a list of gateways")
+        if len(rows) > MAX_SOURCES:
+            raise StateFormatError(f"{len(rows)} gateways, more than {MAX_SOURCES}")
+        name, n = text(65536), count()
+        sources = {}
+        for row in rows:
+            gateway, *seen = expect_list(row, 5, "a gateway's header counts")
+            sources[name.decode(gateway)] = [n.decode(v) for v in seen]
+        lang, fetch = FLAG.decode(lang_logged), FLAG.decode(fetch_logged)
+        self._sources, self._lang_logged, self._fetch_logged = sources, lang, fetch
+
+
 class _Pace:
     __slots__ = ("gap_mean", "gaps", "last_t", "name")
 
@@ -490,7 +547,12 @@ class _Pace:
         self.name = name
 
 
-class CrawlerPace:
+_PACE = SlotCodec(
+    _Pace, 1, [("last_t", REAL), ("gaps", count()), ("gap_mean", NONNEG), ("name", text(65536))]
+)
+
+
+class CrawlerPace(Detector):
     """Throttles self-declared crawlers that work for someone else and crawl too fast.
 
     SEO, AI-training, archive and ad-verification crawlers (`crawler-user-agents` tags other than
@@ -528,8 +590,7 @@ class CrawlerPace:
     """
 
     name = "crawler_pace"
-    kinds = ("ip",)
-    needs = ("memo",)
+    declares = Declaration(updates=True, kinds=("ip",), needs="memo", memo=_PACE)
 
     def __init__(
         self,

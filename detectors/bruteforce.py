@@ -6,8 +6,10 @@ from __future__ import annotations
 import math
 import zlib
 from collections import OrderedDict
+from typing import Any
 
-from detectors.base import Signal, SubjectContext
+from detectors.base import Declaration, Detector, Signal, SubjectContext
+from detectors.codec import NONNEG, REAL, IntCodec, StateFormatError, bits, expect_list, text
 from detectors.routes import AuthRoutes
 from detectors.sketch import distinct, vote
 from detectors.state import AUTH_DECAY_TAU_S, SubjectState
@@ -20,7 +22,7 @@ def is_range(subject: str) -> bool:
     return "/" in subject
 
 
-class BruteForce:
+class BruteForce(Detector):
     """Scores decayed login failures (401/403 on an authentication route) and their share of
     attempts. A person mistyping a password fails a few times; a NAT address with hundreds of users
     fails often but rarely in proportion; a stuffing run fails dozens of times, nearly always.
@@ -54,7 +56,8 @@ class BruteForce:
     """
 
     name = "bruteforce"
-    update_kinds = ("consumer", "key")  # `update` learns the addresses credentials log in from
+    # `update` learns the addresses credentials log in from (a 64-bit sketch per subject).
+    declares = Declaration(updates=True, update_kinds=("consumer", "key"), memo=IntCodec(1, 64))
 
     def __init__(
         self,
@@ -144,7 +147,10 @@ def _distinct(sketch: int) -> int:
     return round(distinct(sketch, 64, saturated=256))
 
 
-class DistributedStuffing:
+_TRAIT_FIELDS = (NONNEG, NONNEG, REAL, bits(64), text(65536), NONNEG)
+
+
+class DistributedStuffing(Detector):
     """Credential stuffing spread over many addresses: each fails once or twice, too few for
     `BruteForce`, but together they share a client *trait* (user agent and header shape) whose logins
     nearly all fail, from many addresses, in ranges they rent.
@@ -174,11 +180,18 @@ class DistributedStuffing:
     """
 
     name = "distributed_stuffing"
-    judges_ranges = True
     # Addresses and ranges only: a campaign riding on an app's key is thousands of users' key.
-    kinds = ("ip",)
-    update_kinds = ("range",)
-    needs = ("memo", "evidence")
+    # Learns per range (a sketch of its failing addresses) and, model-wide, the client traits.
+    declares = Declaration(
+        inspects=True,
+        updates=True,
+        kinds=("ip",),
+        update_kinds=("range",),
+        needs="memo_or_evidence",
+        judges_ranges=True,
+        memo=IntCodec(1, 64),
+        model_version=1,
+    )
 
     def __init__(
         self,
@@ -260,3 +273,24 @@ class DistributedStuffing:
         if score <= 0.0:
             return None
         return Signal(self.name, "distributed_credential_stuffing", score, reason)
+
+    # -- checkpoints: the client traits, least recently seen first --------------------------------
+    def export_model(self) -> list[Any]:
+        return [
+            [*key, t.attempts, t.failures, t.ts, t.ips, t.top, t.lead]
+            for key, t in self._traits.items()
+        ]
+
+    def load_model(self, data: Any) -> None:
+        rows = expect_list(data, None, "a list of traits")
+        if len(rows) > self.max_traits:
+            raise StateFormatError(f"{len(rows)} traits, more than {self.max_traits}")
+        traits: OrderedDict[tuple[str, str, str], _Trait] = OrderedDict()
+        key_text = text(65536)
+        for row in rows:
+            row = expect_list(row, 9, "a trait")
+            key = (key_text.decode(row[0]), key_text.decode(row[1]), key_text.decode(row[2]))
+            trait = traits[key] = _Trait()
+            values = [f.decode(v) for f, v in zip(_TRAIT_FIELDS, row[3:], strict=True)]
+            trait.attempts, trait.failures, trait.ts, trait.ips, trait.top, trait.lead = values
+        self._traits = traits

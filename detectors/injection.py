@@ -20,8 +20,9 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from detectors.base import Signal, SubjectContext
+from detectors.base import Declaration, Detector, Signal, SubjectContext
 from detectors.injection_decode import Decoded, decode
 from detectors.injection_rules import DATA_DIR, Hit, RuleSet
 from detectors.injection_shapes import STRICT, ParamShapes, shape_of
@@ -77,7 +78,7 @@ class _Finding:
     excerpt: str
 
 
-class InjectionDetector:
+class InjectionDetector(Detector):
     """Finds injection payloads in single requests and scores subjects by the findings they made.
 
     Parameters
@@ -120,6 +121,8 @@ class InjectionDetector:
     """
 
     name = "injection"
+    # Model-wide it learns each endpoint's parameter shapes.
+    declares = Declaration(inspects=True, model_version=1)
 
     def __init__(
         self,
@@ -283,6 +286,13 @@ class InjectionDetector:
         if best is not None and best.score >= score:
             return best
         return _Finding(score, top, where, note, _excerpt(d.text, top.pos))
+
+    # -- checkpoints: the learned parameter shapes (the caches are rebuilt as requests come) ----
+    def export_model(self) -> list[Any]:
+        return self.shapes.export()
+
+    def load_model(self, data: Any) -> None:
+        self.shapes.load(data)
 
     # -- one subject --------------------------------------------------------------------------
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:

@@ -10,6 +10,9 @@ names cannot grow it. The caller only learns from requests it did not flag.
 from __future__ import annotations
 
 import re
+from typing import Any
+
+from detectors.codec import StateFormatError, count, expect_list, text
 
 __all__ = ["SHAPES", "STRICT", "ParamShapes", "shape_of"]
 
@@ -152,6 +155,34 @@ class ParamShapes:
         if counts.shape_at != counts.n:
             counts.shape, counts.shape_at = self._narrowest(counts), counts.n
         return counts.shape
+
+    def export(self) -> list[Any]:
+        """What was learned, as plain data: `[[route, [[name, n, seen, counts], ...]], ...]`."""
+        return [
+            [route, [[name, c.n, c.seen, list(c.counts)] for name, c in params.items()]]
+            for route, params in self._routes.items()
+        ]
+
+    def load(self, data: Any) -> None:
+        """Replace what was learned with `export()`'s data, checked (`StateFormatError`)."""
+        name, n = text(65536), count()
+        routes: dict[str, dict[str, _Counts]] = {}
+        keys = 0
+        for row in expect_list(data, None, "a list of routes"):
+            route, params_in = expect_list(row, 2, "a route's parameters")
+            params = routes[name.decode(route)] = {}
+            for param in expect_list(params_in, None, "a list of parameters"):
+                pname, classified, seen, counts_in = expect_list(param, 4, "a parameter")
+                counts = _Counts()
+                counts.n, counts.seen = n.decode(classified), n.decode(seen)
+                counts.counts = [n.decode(c) for c in expect_list(counts_in, len(SHAPES))]
+                if sum(counts.counts) != counts.n or counts.n > counts.seen:
+                    raise StateFormatError("shape counts that do not add up")
+                params[name.decode(pname)] = counts
+            keys += len(params)
+            if len(params) > self.max_params_per_route or keys > self.max_keys:
+                raise StateFormatError("more parameters than this detector keeps")
+        self._routes, self._keys = routes, keys
 
     def _narrowest(self, counts: _Counts) -> str | None:
         need = self.dominance * counts.n

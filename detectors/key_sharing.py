@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import zlib
 
-from detectors.base import Signal, SubjectContext
+from detectors.base import Declaration, Detector, Signal, SubjectContext
+from detectors.codec import NONNEG, REAL, SlotCodec, bits, count
 from detectors.sketch import distinct, network
 from detectors.state import SubjectState
 from pipeline.events import GatewayEvent
@@ -46,7 +47,25 @@ class _Spread:
         self.periods = 0
 
 
-class KeySharing:
+_SPREAD = SlotCodec(
+    _Spread,
+    1,
+    [
+        ("period_start", REAL),
+        ("current", bits(_BITS)),
+        ("previous", bits(_BITS)),
+        ("strangers", bits(_BITS)),
+        ("strangers_before", bits(_BITS)),
+        ("home", bits(_BITS)),
+        ("clients", bits(_CLIENT_BITS)),
+        ("period_clients", bits(_CLIENT_BITS)),
+        ("usual", NONNEG),
+        ("periods", count()),
+    ],
+)
+
+
+class KeySharing(Detector):
     """Flags a consumer or key seen from many more networks (/24) over the last two periods than
     its owner ever used in two periods before. A server client uses a handful, a mobile app's key
     hundreds, every period; a leaked or resold key suddenly shows up across dozens of unrelated
@@ -94,8 +113,7 @@ class KeySharing:
     """
 
     name = "key_sharing"
-    kinds = ("consumer", "key")
-    needs = ("memo",)
+    declares = Declaration(updates=True, kinds=("consumer", "key"), needs="memo", memo=_SPREAD)
 
     def __init__(
         self, period_s: float = 60.0, min_networks: int = 8, ratio: float = 4.0, max_usual: int = 10
@@ -108,7 +126,7 @@ class KeySharing:
         self.max_usual = max_usual
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
-        if ctx.kind not in self.kinds:
+        if ctx.kind not in self.declares.kinds:
             return
         memo = state.memo if state.memo is not None else {}
         state.memo = memo

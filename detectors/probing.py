@@ -17,9 +17,11 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
-from detectors.base import Signal, SubjectContext
+from detectors.base import Declaration, Detector, Signal, SubjectContext
+from detectors.codec import REAL, StateFormatError, bits, count, expect_list, text
 from detectors.patterns import PatternSet
 from detectors.state import SubjectState
 from pipeline.events import GatewayEvent
@@ -136,7 +138,7 @@ def classify_path(path: str, restricted: PatternSet, names: list[str]) -> Probe 
     return None
 
 
-class SensitiveProbing:
+class SensitiveProbing(Detector):
     """Flags requests for sensitive files and admin paths; scores the subject's decayed findings.
 
     Per request (`inspect`), by tier and answer:
@@ -194,6 +196,8 @@ class SensitiveProbing:
     """
 
     name = "probing"
+    # Model-wide it learns the routes an API really serves, and remembers recent repeats.
+    declares = Declaration(inspects=True, model_version=1)
 
     def __init__(
         self,
@@ -309,3 +313,29 @@ class SensitiveProbing:
         plural = "" if evidence.hits == 1 else "s"
         reason = f"{evidence.hits} sensitive-file/admin probe{plural}, last {evidence.reason}"
         return Signal(self.name, "sensitive_file_probing", score, reason)
+
+    # -- checkpoints: learned routes and the repeat memory ----------------------------------------
+    def export_model(self) -> list[Any]:
+        routes = [[route, seen[0], seen[1]] for route, seen in self._routes.items()]
+        # A repeat is judged against the newest request: older entries can no longer match one
+        # (unless requests arrive more than `repeat_s` out of order), so they are left out.
+        horizon = max(self._recent.values(), default=0.0) - 2 * self.repeat_s
+        recent = [[ip, path, t] for (ip, path), t in self._recent.items() if t >= horizon]
+        return [routes, recent]
+
+    def load_model(self, data: Any) -> None:
+        routes_in, recent_in = expect_list(data, 2, "probing state")
+        routes_in = expect_list(routes_in, None, "a list of routes")
+        recent_in = expect_list(recent_in, None, "a list of recent probes")
+        if len(routes_in) > self.max_routes or len(recent_in) > self.max_recent:
+            raise StateFormatError("more routes or recent probes than this detector keeps")
+        name, n, sketch = text(65536), count(), bits(64)
+        routes: dict[str, list[int]] = {}
+        for row in routes_in:
+            route, authenticated, clients = expect_list(row, 3, "a learned route")
+            routes[name.decode(route)] = [n.decode(authenticated), sketch.decode(clients)]
+        recent: dict[tuple[str, str], float] = {}
+        for row in recent_in:
+            ip, path, t = expect_list(row, 3, "a recent probe")
+            recent[(name.decode(ip), name.decode(path))] = REAL.decode(t)
+        self._routes, self._recent = routes, recent

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import zlib
 
-from detectors.base import Signal, SubjectContext
+from detectors.base import Declaration, Detector, Signal, SubjectContext
+from detectors.codec import NONNEG, REAL, SlotCodec, bits, text
 from detectors.sketch import distinct, network, vote
 from detectors.state import SUSTAINED_TAU_S, Baseline, SubjectState, WindowFeatures
 from pipeline.events import GatewayEvent
@@ -25,6 +26,9 @@ class _Mix:
         self.ts = 0.0
         self.networks = 0  # 64-bit sketch of the /24s it came from: an app's key spans hundreds
 
+_MIX = SlotCodec(
+    _Mix, 1, [("route", text(65536)), ("lead", NONNEG), ("ts", REAL), ("networks", bits(64))]
+)
 # A subject's p99 rate per window, under a normal approximation of its learned baseline.
 _P99_Z = 2.33
 
@@ -48,7 +52,7 @@ def recommended_limit(
     return max(floor, math.ceil((baseline.rate_mean + _P99_Z * std) * factor))
 
 
-class RateAnomaly:
+class RateAnomaly(Detector):
     """Flags a request rate far above what this subject normally does.
 
     With a warm baseline the limit is the highest of `mean + sigmas * std`, `ratio * mean` and
@@ -97,7 +101,8 @@ class RateAnomaly:
     """
 
     name = "rate"
-    update_kinds = ("consumer", "key")  # `update` follows credentials' routes and networks
+    # `update` follows credentials' routes and networks; `score` reads the shared counters.
+    declares = Declaration(updates=True, update_kinds=("consumer", "key"), memo=_MIX)
 
     def __init__(
         self,

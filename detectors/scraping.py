@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import zlib
 
-from detectors.base import Signal, SubjectContext
+from detectors.base import Declaration, Detector, Signal, SubjectContext
+from detectors.codec import NONNEG, REAL, SlotCodec, bits, integer, text
 from detectors.sketch import distinct
 from detectors.state import SubjectState
 from detectors.useragents import BULK_CRAWLER, CRAWLER, UserAgentClassifier
@@ -44,6 +45,24 @@ class _Walk:
         self.host = ""
 
 
+_WALK = SlotCodec(
+    _Walk,
+    1,
+    [
+        ("n", NONNEG),
+        ("denied", NONNEG),
+        ("keyed", NONNEG),
+        ("sequential", NONNEG),
+        ("switches", NONNEG),
+        ("ts", REAL),
+        ("ids", bits(_SKETCH_BITS)),
+        ("agents", bits(16)),
+        ("last_id", integer(-1, 10**19)),
+        ("host", text(65536)),
+    ],
+)
+
+
 def _id_position(route: str) -> int | None:
     """Where the object id sits in a template's segments, counted from the end (`-2` in
     `/accounts/{id}/invoices`): the last id-bearing segment names the object read."""
@@ -65,7 +84,7 @@ def _object_id(path: str, position: int) -> tuple[str, int] | None:
     return text, int(text) if text.isdigit() and len(text) < 19 else -1
 
 
-class ObjectWalk:
+class ObjectWalk(Detector):
     """Scores a subject's walk over object ids under id-bearing route templates.
 
     Parameters
@@ -109,8 +128,7 @@ class ObjectWalk:
     """
 
     name = "object_walk"
-    judges_ranges = True
-    needs = ("memo",)
+    declares = Declaration(updates=True, judges_ranges=True, needs="memo", memo=_WALK)
 
     def __init__(
         self,

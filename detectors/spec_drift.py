@@ -21,7 +21,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from detectors.base import Signal, SubjectContext
+from detectors.base import Declaration, Detector, Signal, SubjectContext
+from detectors.codec import NONNEG, REAL, SlotCodec, bits, count, expect_list, text
 from detectors.fusion import Fusion
 from detectors.sketch import distinct
 from detectors.spec_findings import Finding, FindingLog
@@ -74,7 +75,22 @@ class _Discovery:
         return distinct(bits, _SKETCH_BITS)
 
 
-class SpecDrift:
+_DISCOVERY = SlotCodec(
+    _Discovery,
+    1,
+    [
+        ("gen", REAL),
+        ("cur", bits(_SKETCH_BITS)),
+        ("prev", bits(_SKETCH_BITS)),
+        ("ts", REAL),
+        ("total", NONNEG),
+        ("undocumented", NONNEG),
+        ("misses", NONNEG),
+    ],
+)
+
+
+class SpecDrift(Detector):
     """Matches every request to the documented operations; records drift findings and scores
     subjects that discover undocumented endpoints.
 
@@ -126,7 +142,10 @@ class SpecDrift:
     """
 
     name = "spec_drift"
-    needs = ("memo",)
+    # Model-wide: the documented operations' call counts and the drift findings (the inventory).
+    declares = Declaration(
+        inspects=True, updates=True, needs="memo", memo=_DISCOVERY, model_version=1
+    )
 
     def __init__(
         self,
@@ -261,6 +280,25 @@ class SpecDrift:
     def findings(self) -> list[Finding]:
         """The drift found so far, most severe kind first (see `FindingLog`)."""
         return self.log.findings()
+
+    # -- checkpoints: documented operations' calls and the findings ------------------------------
+    def export_model(self) -> list[Any]:
+        calls = [[op.spec, op.method, op.template, n] for op, n in self.calls.items()]
+        return [calls, self.log.export()]
+
+    def load_model(self, data: Any) -> None:
+        calls_in, log_in = expect_list(data, 2, "spec-drift state")
+        by_key = {(op.spec, op.method, op.template): op for op in self.index.reachable()}
+        name, n = text(65536), count()
+        calls: dict[Operation, int] = {}
+        for row in expect_list(calls_in, None, "a list of operation calls"):
+            spec, method, template, hits = expect_list(row, 4, "an operation's calls")
+            op = by_key.get((name.decode(spec), name.decode(method), name.decode(template)))
+            if op is not None:  # an operation the documents no longer have is forgotten
+                calls[op] = n.decode(hits)
+        log = FindingLog(self.log.max_per_kind, self.log.max_subjects)
+        log.load(log_in)
+        self.calls, self.log = calls, log
 
 
 def _short(text: str, limit: int = 120) -> str:

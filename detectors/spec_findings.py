@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from detectors.codec import StateFormatError, count, expect_list, text
+
 __all__ = ["KINDS", "Finding", "FindingLog"]
 
 # Most severe first: the order of a report.
@@ -196,3 +198,47 @@ class FindingLog:
 
     def __len__(self) -> int:
         return sum(len(table) for table in self._tallies.values())
+
+    def export(self) -> list[Any]:
+        """Everything kept, as plain data (for checkpoints)."""
+        rows = [
+            [
+                *(kind, method, route, t.count, t.first, t.last),
+                *(t.statuses, t.subjects, t.params, t.op, t.spec, t.methods),
+            ]
+            for kind, table in self._tallies.items()
+            for (method, route), t in table.items()
+        ]
+        return [rows, self.totals, self.evicted]
+
+    def load(self, data: Any) -> None:
+        """Replace what is kept with `export()`'s data, checked (`StateFormatError`)."""
+        rows, totals_in, evicted_in = expect_list(data, 3, "a finding log")
+        name, big, n, ms = text(MAX_TEXT), text(65536), count(), count(1 << 62)
+        tallies: dict[str, dict[tuple[str, str], _Tally]] = {k: {} for k in KINDS}
+        for row in expect_list(rows, None, "a list of findings"):
+            (kind, method, route, hits, first, last, statuses, subjects, params, op, spec,
+             methods) = expect_list(row, 12, "a finding")  # fmt: skip
+            table = tallies.get(kind) if isinstance(kind, str) else None
+            if table is None or len(table) >= self.max_per_kind:
+                raise StateFormatError(f"a finding of kind {kind!r} this log does not keep")
+            t = _Tally(ms.decode(first), big.decode(op), big.decode(spec),
+                       [big.decode(m) for m in expect_list(methods)])  # fmt: skip
+            t.count, t.last = n.decode(hits), ms.decode(last)
+            t.statuses = _counts(statuses, MAX_STATUSES + 1)
+            t.params = _counts(params, MAX_PARAMS)
+            t.subjects = [name.decode(s) for s in expect_list(subjects)][: self.max_subjects]
+            table[(name.decode(method), name.decode(route))] = t
+        totals = _counts(totals_in, len(KINDS))
+        evicted = _counts(evicted_in, len(KINDS))
+        if set(totals) != set(KINDS) or set(evicted) != set(KINDS):
+            raise StateFormatError("finding totals for other kinds")
+        self._tallies, self.totals, self.evicted = tallies, totals, evicted
+
+
+def _counts(raw: Any, most: int) -> dict[str, int]:
+    """A {text: count} map of at most `most` entries."""
+    if type(raw) is not dict or len(raw) > most:
+        raise StateFormatError(f"not a map of at most {most} counts")
+    name, n = text(MAX_TEXT), count()
+    return {name.decode(k): n.decode(v) for k, v in raw.items()}

@@ -310,6 +310,18 @@ class SpecIndex:
         # Two documents (or two base paths) may document the same path: the first one wins.
         node.entry.operations.setdefault(op.method, op)
 
+    def reachable(self) -> list[Operation]:
+        """Every operation a request can match, the implicit ones (HEAD, OPTIONS) included."""
+        out: list[Operation] = []
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            stack.extend(node.literal.values())
+            stack.extend(child for _, child in node.params)
+            if node.entry is not None:
+                out.extend(node.entry.operations.values())
+        return out
+
     def _add_implicit(self) -> None:
         """HEAD beside GET and OPTIONS everywhere, added after all documents so that a document
         that does document them wins."""

@@ -246,6 +246,20 @@ class Settings(BaseSettings):
         "token}; the name is the actor audited (none: POST /v1/feedback answers 403)",
     )
 
+    # Checkpoints: subject states and learned models in Redis (pipeline/worker/checkpoints.py)
+    checkpoints: bool = Field(
+        True, description="Checkpoint state to Redis; off, a restart or a rebalance starts cold"
+    )
+    checkpoint_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often changed subject states are written"
+    )
+    checkpoint_model_interval_s: float = Field(
+        10.0, gt=0, le=3600, description="How often the learned models are written"
+    )
+    checkpoint_ttl_s: float = Field(
+        3 * 86_400, ge=60, description="A checkpoint not written for this long expires"
+    )
+
     # Worker
     worker_id: str = "gatewatch-worker"
     web_port: int = Field(6066, gt=0, lt=65536, description="Faust's web port; one per worker")

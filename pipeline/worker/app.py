@@ -1,7 +1,9 @@
 """The Faust app: one agent over the events topic; partitions are the unit of parallelism.
 
 No Faust tables: on Tansu a second worker could not join a group whose app had one (see the
-architecture brief), so per-subject state stays in `WorkerRuntime`, owned by partition.
+architecture brief), so per-subject state stays in the worker's memory, owned by partition
+(`PartitionStates`), checkpointed to Redis, loaded on assignment and flushed on revoke. The agent
+acknowledges envelopes itself (`noack`): only once a checkpoint holds what they changed.
 """
 
 from __future__ import annotations
@@ -11,14 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 
+from detectors.state_codec import StateCodec
 from pipeline.config import Settings
 from pipeline.decisions import RedisDecisions
 from pipeline.kafka import make_producer
 from pipeline.operator.sync import OperatorSync
+from pipeline.worker.checkpoints import CheckpointMetrics, Checkpoints
+from pipeline.worker.ownership import PartitionStates
 from pipeline.worker.processor import build_processor
 from pipeline.worker.runtime import WorkerRuntime
+from pipeline.worker.store import SubjectBudget
 from pipeline.worker.transport import GatewatchApp
 
 __all__ = ["create_worker_app"]
@@ -42,15 +50,40 @@ def create_worker_app(settings: Settings) -> faust.App:
         stream_wait_empty=False,
     )
     redis = Redis.from_url(settings.redis_url.get_secret_value())
+    registry = CollectorRegistry()
+    processor = build_processor(settings)
+    # One bound for every partition this worker owns, not one per partition.
+    budget = SubjectBudget(settings.max_subjects)
+    Gauge(
+        "gatewatch_subjects_held", "Subject states in this worker's memory", registry=registry
+    ).set_function(lambda: budget.held)
+    metrics = CheckpointMetrics(registry)
+    checkpoints = (
+        Checkpoints(
+            redis,
+            StateCodec(processor.detectors),
+            prefix=settings.redis_prefix,
+            group=settings.worker_id,
+            topic=settings.topics.events,
+            ttl_s=settings.checkpoint_ttl_s,
+            metrics=metrics,
+        )
+        if settings.checkpoints
+        else None
+    )
+    states = PartitionStates(budget, checkpoints, metrics)
     runtime = WorkerRuntime(
-        processor=build_processor(settings),
+        processor=processor,
         redis=redis,
         decisions=RedisDecisions(redis, settings.redis_prefix, settings.decision_stream_maxlen),
         producer_factory=lambda: make_producer(settings),
         decisions_topic=settings.topics.decisions,
         dlq_topic=settings.topics.dlq,
-        max_subjects=settings.max_subjects,
+        states=states,
+        source=f"{settings.worker_id}/{settings.topics.events}",
         operator=OperatorSync.from_settings(redis, settings),
+        checkpoint_interval_s=settings.checkpoint_interval_s,
+        model_interval_s=settings.checkpoint_model_interval_s,
     )
     topic = app.topic(
         settings.topics.events,
@@ -60,19 +93,32 @@ def create_worker_app(settings: Settings) -> faust.App:
         value_serializer="raw",
     )
 
+    topic_name = topic.get_topic_name()
+
     @app.task
     async def start_runtime() -> None:
         await app.add_runtime_dependency(runtime)
 
     @app.agent(topic, name="detect")
     async def detect(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await runtime.handle(event.value, event.message.partition)
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            message = event.message
+            await runtime.handle(event.value, message.partition, message.offset, event.ack)
 
-    # Faust revokes everything before each assignment; dropping state only for partitions that did
-    # not come back keeps baselines across a rebalance that leaves this worker its partitions.
+    # Faust revokes everything before each assignment (and waits for this before rejoining):
+    # the states are checkpointed here, so whoever is assigned a partition next loads them.
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        await states.revoked()
+
+    # Partitions this worker keeps keep their memory; new ones are loaded before their first
+    # envelope is processed (`PartitionStates.hold` waits for this).
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
-        runtime.retain({tp.partition for tp in assigned if tp.topic == topic.get_topic_name()})
+        await states.assigned(tp.partition for tp in assigned if tp.topic == topic_name)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -8,13 +8,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
-from pathlib import Path
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from detectors import Detector, Fusion, Signal, SubjectContext, Verdict, default_detectors
+from detectors.base import Kind
 from detectors.openapi import load_spec
 from detectors.policy import Policy
 from detectors.rate import recommended_limit
@@ -23,6 +23,7 @@ from detectors.state import WINDOW_S, SubjectState
 from pipeline.config import Mode, Settings
 from pipeline.decisions import Decision
 from pipeline.events import GatewayEvent
+from pipeline.worker.store import StateStore
 
 __all__ = [
     "DECISION_TTL_S",
@@ -59,18 +60,12 @@ _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
 _DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
 
 
+_NEEDS = {"always": _ALWAYS, "memo": _MEMO, "memo_or_evidence": _MEMO_OR_EVIDENCE}
+
+
 def _score_plan(detector: Detector) -> tuple[str, int, Callable[..., Signal | None]]:
-    """(name, when it can say anything, its `score`), from the detector's `needs`."""
-    needs = set(getattr(detector, "needs", ()))
-    if not needs:
-        when = _ALWAYS
-    elif needs == {"memo"}:
-        when = _MEMO
-    elif needs == {"memo", "evidence"}:
-        when = _MEMO_OR_EVIDENCE
-    else:
-        raise ValueError(f"{detector.name}: unknown needs {sorted(needs)}")
-    return detector.name, when, detector.score
+    """(name, when it can say anything, its `score`), from the detector's declaration."""
+    return detector.name, _NEEDS[detector.declares.needs], detector.score
 
 
 def range_subject(ip: str) -> str | None:
@@ -89,30 +84,6 @@ def range_subject(ip: str) -> str | None:
         return None
     prefix = 24 if addr.version == 4 else 64
     return f"ip:{ipaddress.ip_network(f'{addr}/{prefix}', strict=False)}"
-
-
-class StateStore:
-    """Subject states of one partition, least recently seen evicted first beyond `max_subjects`."""
-
-    def __init__(self, max_subjects: int) -> None:
-        self.max_subjects = max_subjects
-        self._states: OrderedDict[str, SubjectState] = OrderedDict()
-
-    def get(self, subject: str) -> SubjectState:
-        state = self._states.get(subject)
-        if state is None:
-            state = self._states[subject] = SubjectState()
-            if len(self._states) > self.max_subjects:
-                self._states.popitem(last=False)
-        else:
-            self._states.move_to_end(subject)
-        return state
-
-    def peek(self, subject: str) -> SubjectState | None:
-        return self._states.get(subject)
-
-    def __len__(self) -> int:
-        return len(self._states)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,56 +116,42 @@ class Processor:
     allowed: Collection[str] = frozenset()
 
     def __post_init__(self) -> None:
-        self._inspectors = [d for d in self.detectors if hasattr(d, "inspect")]
-        self._updaters = [d for d in self.detectors if hasattr(d, "update")]
+        declared = [(d, d.declares) for d in self.detectors]
+        names = [d.name for d in self.detectors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"detector names must be unique: {names}")
         # An address range is many clients: only detectors built for that judge it.
-        self._range_detectors = [d for d in self.detectors if getattr(d, "judges_ranges", False)]
-        self._range_updaters = [d for d in self._updaters if d in self._range_detectors]
+        self._range_detectors = [d for d, spec in declared if spec.judges_ranges]
         self._range_names = {d.name for d in self._range_detectors}
         # Scoring runs twice per event on average, so skip what cannot say anything: a detector
         # that only reads per-request evidence, for subjects without any; one limited to some
-        # subject kinds (`kinds`), for the others.
+        # subject kinds, for the others.
         self._evidence_only = [
             d
-            for d in self.detectors
-            if hasattr(d, "inspect") and not hasattr(d, "update") and d not in self._range_detectors
+            for d, spec in declared
+            if spec.inspects and not spec.updates and not spec.judges_ranges
         ]
+        evidence_only = set(map(id, self._evidence_only))
+        kinds: tuple[Kind, ...] = ("consumer", "key", "ip")
         self._scorers = {
             kind: [
-                d
-                for d in self.detectors
-                if d not in self._evidence_only and kind in getattr(d, "kinds", (kind,))
+                d for d, spec in declared if id(d) not in evidence_only and kind in spec.kinds
             ]
-            for kind in ("consumer", "key", "ip")
-        }
-        self._kind_updaters = {
-            kind: [d for d in self._updaters if kind in getattr(d, "kinds", (kind,))]
-            for kind in ("consumer", "key", "ip")
+            for kind in kinds
         }
         # What `process` and `_evaluate` call, looked up once: bound methods per subject kind and
         # range or not, in detector order (signal order decides ties in fusion).
-        self._inspect_calls = [d.inspect for d in self._inspectors]  # type: ignore[attr-defined]
-        self._wants_range_calls = [
-            d.wants_range for d in self._range_detectors  # type: ignore[attr-defined]
-        ]
-        self._kind_update_calls = {
-            kind: [
-                d.update  # type: ignore[attr-defined]
-                for d in updaters
-                if kind in getattr(d, "update_kinds", (kind,))
-            ]
-            for kind, updaters in self._kind_updaters.items()
+        self._inspect_calls = [d.inspect for d, spec in declared if spec.inspects]
+        self._wants_range_calls = [d.wants_range for d in self._range_detectors]
+        self._kind_update_calls: dict[str, list[Callable[..., None]]] = {
+            kind: [d.update for d, spec in declared if spec.updates_for(kind)] for kind in kinds
         }
-        self._range_update_calls = [
-            d.update  # type: ignore[attr-defined]
-            for d in self._range_updaters
-            if "range" in getattr(d, "update_kinds", ("range",))
-        ]
-        self._kind_score_plans = {
+        self._range_update_calls = [d.update for d, spec in declared if spec.updates_for("range")]
+        self._kind_score_plans: dict[str, list[tuple[str, int, Callable[..., Signal | None]]]] = {
             kind: [_score_plan(d) for d in scorers] for kind, scorers in self._scorers.items()
         }
         self._range_score_plan = [_score_plan(d) for d in self._range_detectors]
-        self._kind_plain_calls = {
+        self._kind_plain_calls: dict[str, list[Callable[..., Signal | None]]] = {
             kind: [score for _, needs, score in plan if needs == _ALWAYS]
             for kind, plan in self._kind_score_plans.items()
         }
@@ -248,7 +205,8 @@ class Processor:
         baseline_after = self.baseline_after
         fading_factor = self.fading_factor
         states = store._states
-        max_subjects = store.max_subjects
+        budget = store.budget
+        changed = store.changed
         for event in events:
             t = event.ts_ms / 1000.0
             route = event.route
@@ -257,17 +215,20 @@ class Processor:
             # `subjects_of` lists them in this order: consumer, key, address, address range.
             kinds = _KINDS_BY_SHAPE[(bool(event.consumer), bool(event.credential))]
             findings = [s for inspect in inspect_calls if (s := inspect(event)) is not None]
-            for subject, kind in zip(subjects, kinds):
+            for subject, kind in zip(subjects, kinds, strict=False):
                 known = touched.get(subject)
                 if known is None:
                     # `store.get`, inline: it runs for every subject of every event.
                     state = states.get(subject)
                     if state is None:
                         state = states[subject] = SubjectState()
-                        if len(states) > max_subjects:
-                            states.popitem(last=False)
+                        budget.held += 1
+                        if budget.held > budget.max_subjects:
+                            budget.evict(store, subject)
                     else:
                         states.move_to_end(subject)
+                    if changed is not None:
+                        changed.add(subject)
                     touched[subject] = [state, kind, route]
                 else:
                     # Already fetched in this batch: use it as is, without refreshing its place in
@@ -385,7 +346,8 @@ class Processor:
         # refused to learn (flagged ones) are learned.
         if subject not in self.allowed:
             state.flagged = state.flagged or verdict.action != "allow"
-            decision = self._decide(subject, state, verdict, rules.mode_for(subject, self.mode), wall_ms)
+            mode = rules.mode_for(subject, self.mode)
+            decision = self._decide(subject, state, verdict, mode, wall_ms)
             if decision is not None:
                 out[subject] = decision
         return verdict, signals

@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 import re
 import sys
+from collections.abc import Sequence
 
 import pytest
 
-from detectors.base import Signal, SubjectContext
+from detectors.base import Detector, Signal, SubjectContext
 from detectors.bots import BrowserMimicry, CrawlerPace, ScannerAgent
 from detectors.patterns import PatternSet, required_literal
 from detectors.state import SubjectState
@@ -71,26 +72,24 @@ def classifier() -> UserAgentClassifier:
 
 
 def feed(
-    detectors: list[object], state: SubjectState, events: list[GatewayEvent], subject: str
+    detectors: Sequence[Detector], state: SubjectState, events: list[GatewayEvent], subject: str
 ) -> None:
     """What the processor does per event and subject: update, observe, note inspect findings."""
     kind = subject.partition(":")[0]
     for event in events:
         t = event.ts_ms / 1000.0
         for detector in detectors:
-            update = getattr(detector, "update", None)
-            if update is not None:
-                update(state, event, SubjectContext(subject, kind, t))
+            if detector.declares.updates:
+                detector.update(state, event, SubjectContext(subject, kind, t))
         state.observe(event, auth_route=False, baseline_after=5, fading_factor=0.05)
         for detector in detectors:
-            inspect = getattr(detector, "inspect", None)
-            finding = inspect(event) if inspect is not None else None
+            finding = detector.inspect(event) if detector.declares.inspects else None
             if finding is not None:
                 state.note(finding.detector, finding.score, t, finding.kind, finding.reason)
 
 
-def judge(detector: object, state: SubjectState, subject: str, now: float) -> Signal | None:
-    return detector.score(state, SubjectContext(subject, subject.partition(":")[0], now))  # type: ignore[attr-defined]
+def judge(detector: Detector, state: SubjectState, subject: str, now: float) -> Signal | None:
+    return detector.score(state, SubjectContext(subject, subject.partition(":")[0], now))
 
 
 def browsing(

@@ -317,7 +317,7 @@ def _busy_states() -> list[SubjectState]:
 def test_detectors_that_need_a_memo_say_nothing_without_one() -> None:
     # The processor does not call a detector declaring `needs` for a subject without an entry of
     # its own: that must be exactly a call that would have returned None.
-    detectors = [d for d in default_detectors() if getattr(d, "needs", ())]
+    detectors = [d for d in default_detectors() if d.declares.needs != "always"]
     assert {d.name for d in detectors} >= {"object_walk", "key_sharing", "anomaly"}
     now = T0_MS / 1000 + 400.5
     states = _busy_states()
@@ -336,7 +336,7 @@ def test_detectors_that_need_a_memo_say_nothing_without_one() -> None:
 def test_update_kinds_leave_out_only_calls_that_change_nothing() -> None:
     # DistributedStuffing learns for address ranges only: on any other subject `update` is a no-op.
     stuffing = next(d for d in default_detectors() if d.name == "distributed_stuffing")
-    assert stuffing.update_kinds == ("range",)
+    assert stuffing.declares.update_kinds == ("range",)
     for subject in ("consumer:c", "key:k", "ip:192.0.2.10"):
         state = SubjectState()
         e = make_event(method="POST", route="/login", path="/login", status=401)
