@@ -235,6 +235,19 @@ async def webhook(settings: Settings, n: int, _: int) -> AsyncIterator[Receiver]
         await runner.cleanup()
 
 
+def _new_lines(directory: Path, read: dict[int, int]) -> int:
+    """Lines appended to the OCSF files since the last call (only the new bytes are read)."""
+    new = 0
+    for path in directory.glob("findings.jsonl*"):
+        with open(path, "rb") as f:
+            inode = os.fstat(f.fileno()).st_ino
+            f.seek(read.get(inode, 0))
+            data = f.read()
+        read[inode] = read.get(inode, 0) + len(data)
+        new += data.count(b"\n")
+    return new
+
+
 @contextlib.asynccontextmanager
 async def ocsf(settings: Settings, n: int, _: int) -> AsyncIterator[Receiver]:
     """The JSON-lines file the sink appends to, watched for its lines (no event to await)."""
@@ -245,13 +258,14 @@ async def ocsf(settings: Settings, n: int, _: int) -> AsyncIterator[Receiver]:
 
     async def watch() -> None:
         lines = 0
+        read: dict[int, int] = {}  # inode -> bytes counted (rotation renames, keeps inodes)
         while lines < n:
             await asyncio.sleep(0.01)
-            now = sum(p.read_bytes().count(b"\n") for p in directory.glob("findings.jsonl*"))
-            if now > lines:
+            new = _new_lines(directory, read)
+            if new:
                 times[1] = time.monotonic()
                 times[0] = times[0] or times[1]
-                lines = now
+                lines += new
         done.set()
 
     task = asyncio.create_task(watch())
