@@ -4,9 +4,12 @@ given here override them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import signal
 import ssl
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +31,8 @@ from sinks.command import sink_command
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+MetricsPort = Annotated[int | None, typer.Option(help="Serve /metrics on this port")]
+MetricsHost = Annotated[str, typer.Option(help="Address of /metrics (loopback unless set)")]
 
 
 @app.command()
@@ -56,7 +61,8 @@ def syslog(
         list[str] | None,
         typer.Option(help="Allowed source network, repeatable (default GATEWATCH_SYSLOG_ALLOW)"),
     ] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics on this port")] = None,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """Receive Apigee MessageLogging over syslog (TCP, TLS, UDP); put it on Kafka as envelopes."""
     from pipeline.ingest.syslog import serve_syslog
@@ -78,6 +84,7 @@ def syslog(
             max_frame_bytes=settings.syslog_max_frame_bytes,
             max_connections=settings.syslog_max_connections,
             metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )
     )
 
@@ -91,6 +98,8 @@ def tcp_log(
         list[str] | None,
         typer.Option(help="Allowed source network, repeatable (default GATEWATCH_SYSLOG_ALLOW)"),
     ] = None,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """Receive Kong tcp-log (one serializer JSON per line, TCP or TLS); put it on Kafka."""
     from pipeline.ingest.kong import KongParser
@@ -110,6 +119,9 @@ def tcp_log(
             max_frame_bytes=settings.syslog_max_frame_bytes,
             max_connections=settings.syslog_max_connections,
             parser_factory=KongParser,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            name="tcp-log",
         )
     )
 
@@ -119,12 +131,18 @@ def bridge(
     group: Annotated[
         str, typer.Option(help="Consumer group on the raw topic")
     ] = "gatewatch-bridge",
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """Bridge Kong kafka-log's raw topic (GATEWATCH_TOPIC_RAW_KONG) into envelopes."""
     from pipeline.ingest.bridge import serve_bridge
 
     configure_logging()
-    _run(serve_bridge(Settings(), group_id=group))
+    _run(
+        serve_bridge(
+            Settings(), group_id=group, metrics_port=metrics_port, metrics_host=metrics_host
+        )
+    )
 
 
 @app.command()
@@ -380,11 +398,24 @@ def _tls_context(settings: Settings) -> ssl.SSLContext:
     )
 
 
-def _run(coro: object) -> None:
+def _run(coro: Coroutine[object, object, object]) -> None:
+    """Run a service until Ctrl-C or SIGTERM (both end it cleanly: in-flight work finishes, a
+    spool is closed); a spool that cannot be used stops it with one line."""
+    from pipeline.ingest.spool import SpoolError
+
+    async def main() -> None:
+        task = asyncio.ensure_future(coro)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     try:
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(main())
     except KeyboardInterrupt:
         pass
+    except SpoolError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc} (GATEWATCH_SPOOL_DIR, or 'off')")
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ nothing below reads the environment itself.
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -59,6 +61,29 @@ class Settings(BaseSettings):
     envelope_max_events: int = Field(500, gt=0, description="Flush an envelope at this many events")
     envelope_linger_ms: int = Field(20, ge=0, description="Flush an envelope after this long")
     kafka_timeout_s: float = Field(10.0, gt=0, description="Answer 503 when Kafka takes longer")
+
+    # Ingest under faults (collector, syslog, tcp-log): the disk spool, in-flight bodies, and
+    # what counts as an implausible entry.
+    spool_dir: str = Field(
+        default_factory=lambda: _default_spool_dir(),
+        description="Root of the listeners' disk spools (one subdirectory per listener, e.g. "
+        "collector-8080); 'off' answers 503 when Kafka is slow instead",
+    )
+    spool_max_bytes: int = Field(
+        1024**3, gt=0, description="Disk a listener's spool may use; 503 (or TCP push-back) past it"
+    )
+    spool_after_s: float = Field(
+        1.0, gt=0, description="How long a batch waits for Kafka before it is spooled"
+    )
+    max_inflight_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="Request bodies the collector holds at once; 503 past"
+    )
+    event_max_future_s: float = Field(
+        86_400, ge=0, description="Reject entries timestamped further ahead (0 = no limit)"
+    )
+    event_max_age_s: float = Field(
+        30 * 86_400, ge=0, description="Reject entries timestamped longer ago (0 = no limit)"
+    )
 
     # Redaction: secrets become HMAC-SHA256 fingerprints under this key, so a credential can be
     # tracked across requests without ever being stored.
@@ -266,6 +291,15 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         100, ge=0, le=10_000, description="Longest a worker's fetch waits for new envelopes"
     )
+
+
+def _default_spool_dir() -> str:
+    """Where a service keeps state: systemd's StateDirectory= when it runs as a unit, else the
+    XDG state directory of the user running it."""
+    if state := os.environ.get("STATE_DIRECTORY"):
+        return str(Path(state.split(":")[0]) / "spool")
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(xdg) / "gatewatch" / "spool")
 
 
 def to_environment(settings: Settings) -> dict[str, str]:

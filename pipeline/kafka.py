@@ -17,7 +17,7 @@ from pipeline.config import Settings
 from pipeline.envelopes import EventRecord
 from pipeline.events import GatewayEvent, Reject
 
-__all__ = ["DeadLetters", "EnvelopeProducer", "KafkaUnavailable", "ensure_topics"]
+__all__ = ["DeadLetters", "EnvelopeProducer", "KafkaUnavailable", "Pending", "ensure_topics"]
 
 log = structlog.get_logger(__name__)
 SUBJECT_CACHE = 100_000
@@ -66,7 +66,10 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 @dataclass
-class _Pending:
+class Pending:
+    """One envelope being filled or sent; `done` resolves once the broker has it."""
+
+    partition: int
     records: list[EventRecord] = field(default_factory=list)
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -106,7 +109,7 @@ class EnvelopeProducer:
         self.min_events = max(1, max_events // 5) if min_events is None else min_events
         self.linger_s = linger_ms / 1000
         self.timeout_s = timeout_s
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, Pending] = {}
         self._sends: set[asyncio.Task[None]] = set()
         # Partition of each consumer and client address seen lately (bounded): the same subjects
         # come back all the time, and hashing their names is a good part of routing an event.
@@ -118,7 +121,20 @@ class EnvelopeProducer:
 
     async def submit_records(self, records: Iterable[EventRecord]) -> None:
         """`submit` for events already in field-dict form (the Kong fast path's output)."""
-        waits: dict[int, asyncio.Future[None]] = {}
+        envelopes_ = self.enqueue(records)
+        if not envelopes_:
+            return
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(asyncio.shield(p.done) for p in envelopes_)), self.timeout_s
+            )
+        except (TimeoutError, KafkaError) as exc:
+            raise KafkaUnavailable(str(exc) or type(exc).__name__) from exc
+
+    def enqueue(self, records: Iterable[EventRecord]) -> list[Pending]:
+        """Add records to their partitions' envelopes without waiting: the envelopes they went
+        into, each resolving (`done`) once the broker acknowledged it."""
+        touched: dict[int, Pending] = {}
         by_consumer, by_ip = self._consumer_partition, self._ip_partition
         for record in records:
             # GatewayEvent.partition_subject, with the answer remembered per subject.
@@ -134,23 +150,48 @@ class EnvelopeProducer:
                     p = self._remember(by_ip, ip, f"ip:{ip}")
             pending = self._pending.get(p)
             if pending is None:
-                pending = self._pending[p] = _Pending()
+                pending = self._pending[p] = Pending(p)
                 pending.timer = asyncio.get_running_loop().call_later(self.linger_s, self._flush, p)
             pending.records.append(record)
-            waits[id(pending.done)] = pending.done
+            touched[id(pending)] = pending
             if len(pending.records) >= self.max_events:
                 self._flush(p)
-        if not waits:
-            return
+        if not touched:
+            return []
         loop = asyncio.get_running_loop()
         for p, pending in self._pending.items():
             if not pending.early and len(pending.records) >= self.min_events:
                 if pending.timer is not None:
                     pending.timer.cancel()
                 pending.timer, pending.early = loop.call_soon(self._flush, p), True
+        return list(touched.values())
+
+    def route(self, record: EventRecord) -> int:
+        """The partition `enqueue` sends a record to."""
+        consumer = record["consumer"]
+        if consumer:
+            p = self._consumer_partition.get(consumer)
+            return (
+                self._remember(self._consumer_partition, consumer, f"consumer:{consumer}")
+                if p is None
+                else p
+            )
+        ip = record["client_ip"]
+        p = self._ip_partition.get(ip)
+        return self._remember(self._ip_partition, ip, f"ip:{ip}") if p is None else p
+
+    async def send_envelope(self, partition: int, records: list[EventRecord]) -> None:
+        """One envelope to one partition, now, bypassing the shared ones (a replay, which must
+        keep its own order); KafkaUnavailable when the broker does not confirm in time."""
         try:
             await asyncio.wait_for(
-                asyncio.gather(*(asyncio.shield(f) for f in waits.values())), self.timeout_s
+                self.producer.send_and_wait(
+                    self.topic,
+                    envelopes.encode_records(records),
+                    key=f"p{partition}".encode(),
+                    partition=partition,
+                ),
+                self.timeout_s,
             )
         except (TimeoutError, KafkaError) as exc:
             raise KafkaUnavailable(str(exc) or type(exc).__name__) from exc
@@ -171,7 +212,7 @@ class EnvelopeProducer:
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _send(self, partition: int, pending: _Pending) -> None:
+    async def _send(self, partition: int, pending: Pending) -> None:
         try:
             await self.producer.send_and_wait(
                 self.topic,
@@ -205,20 +246,40 @@ class DeadLetters:
         self.topic = topic
         self.timeout_s = timeout_s
 
-    async def send(self, rejects: list[Reject], *, origin: str = "") -> None:
+    async def send(
+        self, rejects: list[Reject], *, origin: str = "", received_at_ms: int | None = None
+    ) -> None:
         if not rejects:
             return
-        now = str(int(time.time() * 1000)).encode()
-        futures = []
         try:
-            for reject in rejects:
-                headers = [
-                    ("gatewatch.source", reject.source.encode()),
-                    ("gatewatch.reason", reject.reason.encode()[:1024]),
-                    ("gatewatch.received_at", now),
-                    ("gatewatch.origin", origin.encode()),
-                ]
-                futures.append(await self.producer.send(self.topic, reject.raw, headers=headers))
-            await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
+            await asyncio.wait_for(self._send(rejects, origin, received_at_ms), self.timeout_s)
         except (TimeoutError, KafkaError) as exc:
             raise KafkaUnavailable(str(exc) or type(exc).__name__) from exc
+
+    def enqueue(
+        self, rejects: list[Reject], *, origin: str = "", received_at_ms: int | None = None
+    ) -> asyncio.Future[None]:
+        """`send` without waiting: a future that resolves once the broker has them all (or
+        fails with the broker's error; no timeout of its own)."""
+        task = asyncio.ensure_future(self._send(rejects, origin, received_at_ms))
+        task.add_done_callback(_retrieve)
+        return task
+
+    async def _send(self, rejects: list[Reject], origin: str, received_at_ms: int | None) -> None:
+        stamp = str(received_at_ms or int(time.time() * 1000)).encode()
+        futures = []
+        for reject in rejects:
+            headers = [
+                ("gatewatch.source", reject.source.encode()),
+                ("gatewatch.reason", reject.reason.encode()[:1024]),
+                ("gatewatch.received_at", stamp),
+                ("gatewatch.origin", origin.encode()),
+            ]
+            futures.append(await self.producer.send(self.topic, reject.raw, headers=headers))
+        await asyncio.gather(*futures)
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Waiters may have given up on a send (timed out): its error must not go unretrieved."""
+    if not task.cancelled():
+        task.exception()

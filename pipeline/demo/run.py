@@ -104,6 +104,8 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
         redis_prefix=f"{PREFIX}{run_id}:",
         worker_id=f"gatewatch-demo-{run_id}",
         web_port=free_port(),
+        # The collector's spool lives with this run's logs: its broker is gone after the run.
+        spool_dir=str(logdir / "spool"),
     )
     env = os.environ | to_environment(settings)
     procs: list[asyncio.subprocess.Process] = []

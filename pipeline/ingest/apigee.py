@@ -24,7 +24,15 @@ from pydantic import ValidationError
 
 from pipeline.events import GatewayEvent, Reject
 from pipeline.ingest.kong import ParseResult
-from pipeline.ingest.normalize import ParseError, as_int, route_template
+from pipeline.ingest.normalize import (
+    NO_WINDOW_BOUNDS,
+    ParseError,
+    TimeWindow,
+    as_int,
+    check_status,
+    check_timestamp,
+    route_template,
+)
 from pipeline.ingest.redaction import SECRET_HEADERS, Redactor
 
 __all__ = ["SOURCE", "ApigeeParser"]
@@ -175,8 +183,10 @@ class ApigeeParser:
 
     source = SOURCE
 
-    def __init__(self, redactor: Redactor) -> None:
+    def __init__(self, redactor: Redactor, *, window: TimeWindow | None = None) -> None:
         self.redactor = redactor
+        # How far an entry's timestamp may be from now (live ingest; none for old logs).
+        self.window = window
 
     def parse_payload(
         self, payload: bytes, *, host: str | None = None, ts_ms: int | None = None
@@ -190,8 +200,9 @@ class ApigeeParser:
             reason = "payload: empty" if not payload.strip() else f"payload: malformed JSON ({exc})"
             result.rejects.append(self._reject(reason, self.scrub_raw(payload)))
             return result
+        bounds = self.window.bounds() if self.window is not None else NO_WINDOW_BOUNDS
         for record in doc if isinstance(doc, list) else [doc]:
-            self._parse_into(record, result, host, ts_ms)
+            self._parse_into(record, result, host, ts_ms, bounds)
         return result
 
     # The HTTP collector calls every parser's body entry point by this name.
@@ -199,12 +210,17 @@ class ApigeeParser:
         return self.parse_payload(body)
 
     def _parse_into(
-        self, record: Any, result: ParseResult, host: str | None, ts_ms: int | None
+        self,
+        record: Any,
+        result: ParseResult,
+        host: str | None,
+        ts_ms: int | None,
+        bounds: tuple[int, int],
     ) -> None:
         try:
             if not isinstance(record, dict):
                 raise ParseError(f"payload: expected an object, got {type(record).__name__}")
-            result.events.append(self.parse_record(record, host=host, ts_ms=ts_ms))
+            result.events.append(self.parse_record(record, host=host, ts_ms=ts_ms, bounds=bounds))
         except ParseError as exc:
             result.rejects.append(self._reject(str(exc), self._redacted_raw(record)))
         except ValidationError as exc:
@@ -215,7 +231,12 @@ class ApigeeParser:
             )
 
     def parse_record(
-        self, record: dict[str, Any], *, host: str | None = None, ts_ms: int | None = None
+        self,
+        record: dict[str, Any],
+        *,
+        host: str | None = None,
+        ts_ms: int | None = None,
+        bounds: tuple[int, int] | None = None,
     ) -> GatewayEvent:
         for key in ("client.ip", "request.verb", "request.path", "message.status.code"):
             value = record.get(key)
@@ -249,18 +270,28 @@ class ApigeeParser:
         ended = _ms(record, "client.sent.end.timestamp") or logged
         target_sent = _ms(record, "target.sent.start.timestamp")
         target_received = _ms(record, "target.received.end.timestamp")
-        latency = max(0, ended - started) if started and ended else 0
+        if started and ended and ended < started:
+            raise ParseError("client.sent.end.timestamp: before client.received.start.timestamp")
+        if target_sent and target_received and target_received < target_sent:
+            raise ParseError("target.received.end.timestamp: before target.sent.start.timestamp")
+        latency = ended - started if started and ended else 0
         # No target timestamps: Apigee answered itself (RaiseFault, cache hit, quota).
-        upstream = (
-            float(max(0, target_received - target_sent))
-            if target_sent and target_received
-            else None
+        upstream = float(target_received - target_sent) if target_sent and target_received else None
+        if bounds is None:
+            bounds = self.window.bounds() if self.window is not None else NO_WINDOW_BOUNDS
+        timestamp = started or logged or ts_ms
+        when = (
+            "client.received.start.timestamp"
+            if started
+            else ("system.timestamp" if logged else "syslog.timestamp")
         )
         names = _header_names(record.get("request.headers.names"))
 
         return GatewayEvent(
             request_id=_text(record.get("messageid"))[:128] or None,
-            ts_ms=started or logged or ts_ms or int(time.time() * 1000),
+            ts_ms=check_timestamp(timestamp, when, self.window, bounds)
+            if timestamp
+            else int(time.time() * 1000),
             gateway=SOURCE,
             node=(_text(record.get("system.uuid")) or host or "")[:255] or None,
             service=_text(record.get("apiproxy.name"))[:255] or None,
@@ -294,10 +325,7 @@ class ApigeeParser:
         # unset when the error flow answered before any response existed.
         for key in ("message.status.code", "response.status.code"):
             if record.get(key) not in (None, ""):
-                status = as_int(record[key], key)
-                if not 100 <= status <= 999:
-                    raise ParseError(f"{key}: {status} is not an HTTP status")
-                return status
+                return check_status(as_int(record[key], key), key)
         raise ParseError("message.status.code: missing")
 
     @staticmethod

@@ -4,14 +4,19 @@ Answers (what Kong's http-log does with them):
 - 200 `{"accepted", "rejected", "reasons"}` once every good entry is on Kafka and every bad one is
   on the dead-letter topic. A batch with bad entries is still a 2xx: Kong retries any non-2xx for
   up to 60 s while its queue stalls, so refusing the batch would lose the good entries' neighbours.
-- 401 without the bearer token or a valid HMAC signature, 413 over the body or entry limit, 429
-  (with Retry-After) over the source's rate: the only requests refused outright.
+  When Kafka does not confirm within `spool_after_s`, the entries are fsync'd to the disk spool
+  instead and the answer is the same 200: they are replayed, in order, once Kafka is back
+  (`pipeline.ingest.delivery`). Kong's queue keeps draining through a broker outage.
+- 401 without the bearer token or a valid HMAC signature, decided before the body is read (a
+  signed body is read first, under the in-flight limit, since the signature covers it); 413 over
+  the body or entry limit; 429 (with Retry-After) over the source's rate.
 - Entries whose `request.id` is already on Kafka (Kong retrying after a timeout) are dropped and
   counted as duplicates.
-- 503 (with Retry-After) when Kafka does not confirm in time, so Kong retries the batch; and at
-  once, before reading the body, when the bodies already being handled add up to more than
-  `max_inflight_bytes`: past its capacity the collector sheds load rather than parse bodies it
-  cannot answer in time (they would end in the same 503, ten seconds and a core's worth later).
+- 503 (with Retry-After) when neither Kafka nor the spool can take the entries (the spool is full,
+  or off and Kafka is slow), so Kong retries the batch; and at once when the bodies in hand add up
+  to more than `max_inflight_bytes`: before reading a body whose Content-Length does not fit, or
+  as soon as a chunked body streaming in goes past it. Past its capacity the collector sheds load
+  rather than parse bodies it cannot answer in time.
 """
 
 from __future__ import annotations
@@ -25,16 +30,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pipeline.config import Settings
 from pipeline.events import Reject
 from pipeline.ingest.apigee import ApigeeParser
+from pipeline.ingest.delivery import Delivery
 from pipeline.ingest.guards import Deduplicator, SenderAuth, SourceRateLimiter
 from pipeline.ingest.kong import KongParser, RecordResult
 from pipeline.ingest.outputs import ingest_outputs
-from pipeline.kafka import DeadLetters, EnvelopeProducer, KafkaUnavailable
+from pipeline.ingest.spool import SpoolError
+from pipeline.kafka import KafkaUnavailable
 
 __all__ = ["CollectorMetrics", "collector_app", "create_collector_app", "serve_collector"]
 
@@ -94,6 +101,11 @@ class CollectorMetrics:
             ["source"],
             registry=registry,
         )
+        self.inflight = Gauge(
+            "gatewatch_ingest_inflight_bytes",
+            "Request body bytes in hand (read or announced, not yet answered)",
+            registry=registry,
+        )
         self.latency = Histogram(
             "gatewatch_ingest_request_seconds",
             "Time to answer an ingest request",
@@ -120,8 +132,7 @@ def _reason_label(reason: str) -> str:
 def create_collector_app(
     *,
     parser: KongParser,
-    producer: EnvelopeProducer,
-    dead_letters: DeadLetters,
+    delivery: Delivery,
     auth: SenderAuth,
     metrics: CollectorMetrics,
     max_body_bytes: int,
@@ -133,15 +144,16 @@ def create_collector_app(
 ) -> web.Application:
     if not auth.configured:
         log.warning("collector.no_credentials", detail="every ingest request will be refused")
-    # Body bytes (as announced by Content-Length, which Kong always sends) read or being read and
-    # not yet answered. One body is always let in, however
-    # large (up to max_body_bytes), so a lone big batch is never refused.
+    # Body bytes read or being read and not yet answered: a Content-Length is counted whole
+    # before reading, a chunked body as it streams in. One body is always let in, however large
+    # (up to max_body_bytes), so a lone big batch is never refused.
     inflight = 0
+    metrics.inflight.set_function(lambda: inflight)
 
     def ingest(
         source: str, parse: Callable[[bytes], RecordResult]
-    ) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def handler(request: web.Request) -> web.Response:
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
             with metrics.latency.time():
                 response = await _ingest(request, source, parse)
             metrics.requests.labels(str(response.status)).inc()
@@ -151,36 +163,54 @@ def create_collector_app(
 
     async def _ingest(
         request: web.Request, source: str, parse: Callable[[bytes], RecordResult]
-    ) -> web.Response:
+    ) -> web.StreamResponse:
         nonlocal inflight
         peer = request.remote or ""
-        # A bearer token is checked before the body is read; a signature needs the body.
-        if "Authorization" in request.headers and (reason := auth.check(request.headers, b"")):
+        # Whoever cannot be authenticated is refused before a byte of the body is read; a
+        # signed body is checked once read.
+        if reason := auth.precheck(request.headers):
             return _unauthorized(peer, source, reason)
-        if request.content_length is not None and request.content_length > max_body_bytes:
-            return _too_large(f"body larger than {max_body_bytes} bytes")
-        claimed = request.content_length or 0
+        length = request.content_length
+        if length is not None and length > max_body_bytes:
+            return _closing(_too_large(f"body larger than {max_body_bytes} bytes"))
+        claimed = length or 0
         if inflight and inflight + claimed > max_inflight_bytes:
-            metrics.shed.labels(source).inc()
-            return web.json_response(
-                {"error": "collector at capacity, retry later"},
-                status=503,
-                headers={"Retry-After": "1"},
-            )
+            return _closing(_at_capacity(source))
         inflight += claimed
+        held = claimed
         try:
-            return await _read_and_store(request, source, parse, peer)
+            if length is not None:
+                try:
+                    body = await request.read()
+                except web.HTTPRequestEntityTooLarge:
+                    return _closing(_too_large(f"body larger than {max_body_bytes} bytes"))
+            else:
+                # Chunked: no size up front, so each chunk is counted as it arrives.
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in request.content.iter_any():
+                    size += len(chunk)
+                    if size > max_body_bytes:
+                        return _closing(_too_large(f"body larger than {max_body_bytes} bytes"))
+                    if inflight > held and inflight + len(chunk) > max_inflight_bytes:
+                        return _closing(_at_capacity(source))
+                    inflight += len(chunk)
+                    held += len(chunk)
+                    chunks.append(chunk)
+                body = b"".join(chunks)
+                del chunks
+            return await _store(request, source, parse, peer, body)
         finally:
-            inflight -= claimed
+            inflight -= held
 
-    async def _read_and_store(
-        request: web.Request, source: str, parse: Callable[[bytes], RecordResult], peer: str
+    async def _store(
+        request: web.Request,
+        source: str,
+        parse: Callable[[bytes], RecordResult],
+        peer: str,
+        body: bytes,
     ) -> web.Response:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _too_large(f"body larger than {max_body_bytes} bytes")
-        if "Authorization" not in request.headers and (reason := auth.check(request.headers, body)):
+        if auth.body_signed(request.headers) and (reason := auth.check(request.headers, body)):
             return _unauthorized(peer, source, reason)
         metrics.bytes.labels(source).inc(len(body))
 
@@ -202,10 +232,9 @@ def create_collector_app(
             else (result.records, 0)
         )
         try:
-            await producer.submit_records(records)
-            await dead_letters.send(result.rejects, origin=peer)
-        except KafkaUnavailable as exc:
-            log.warning("collector.kafka_unavailable", error=str(exc), events=len(records))
+            await delivery.deliver(records, result.rejects, peer)
+        except (KafkaUnavailable, SpoolError) as exc:
+            log.warning("collector.unavailable", error=str(exc), events=len(records))
             return web.json_response(
                 {"error": "event store unavailable, retry later"},
                 status=503,
@@ -230,10 +259,18 @@ def create_collector_app(
             }
         )
 
+    def _at_capacity(source: str) -> web.Response:
+        metrics.shed.labels(source).inc()
+        return web.json_response(
+            {"error": "collector at capacity, retry later"},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
+
     def _unauthorized(peer: str, source: str, reason: str) -> web.Response:
         metrics.unauthorized.labels(source, reason).inc()
         log.info("collector.unauthorized", peer=peer, reason=reason)
-        return web.json_response({"error": "unauthenticated sender"}, status=401)
+        return _closing(web.json_response({"error": "unauthenticated sender"}, status=401))
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -263,31 +300,44 @@ def _too_large(reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=413)
 
 
+def _closing(response: web.Response) -> web.Response:
+    """An answer given with (part of) the body unread: the connection is not reused, so what
+    the sender still streams is discarded (aiohttp's lingering close), never buffered."""
+    response.force_close()
+    return response
+
+
 @contextlib.asynccontextmanager
-async def collector_app(settings: Settings) -> AsyncIterator[web.Application]:
-    """The collector wired to Kafka per `settings`; the producer lives as long as the context."""
-    async with ingest_outputs(settings) as out:
+async def collector_app(
+    settings: Settings, *, spool: str | None = "collector"
+) -> AsyncIterator[web.Application]:
+    """The collector wired to Kafka per `settings`; the producer lives as long as the context.
+    `spool` names its spool directory under `settings.spool_dir` (None: no spool)."""
+    registry = CollectorRegistry()
+    async with ingest_outputs(settings, spool=spool, registry=registry) as out:
         yield create_collector_app(
-            parser=KongParser(out.redactor),
-            producer=out.producer,
-            dead_letters=out.dead_letters,
+            parser=KongParser(out.redactor, window=out.window),
+            delivery=out.delivery,
             auth=SenderAuth(
                 token=settings.ingest_token.get_secret_value(),
                 hmac_secret=settings.ingest_hmac_secret.get_secret_value().encode(),
             ),
-            metrics=CollectorMetrics(CollectorRegistry()),
+            metrics=CollectorMetrics(registry),
             max_body_bytes=settings.max_body_bytes,
             max_entries=settings.max_entries_per_request,
             rate_limiter=SourceRateLimiter(settings.source_rate_limit, settings.source_burst),
             deduplicator=out.deduplicator,
-            apigee_parser=ApigeeParser(out.redactor),
+            apigee_parser=ApigeeParser(out.redactor, window=out.window),
+            max_inflight_bytes=settings.max_inflight_bytes,
         )
 
 
 async def serve_collector(settings: Settings, host: str, port: int) -> None:
     """Run the collector until cancelled."""
-    async with collector_app(settings) as app:
-        runner = web.AppRunner(app, access_log=None)
+    async with collector_app(settings, spool=f"collector-{port}") as app:
+        # A refused upload's rest is read and discarded for at most 2 s before the connection
+        # closes (so the sender sees the answer, not a reset), not aiohttp's 10.
+        runner = web.AppRunner(app, access_log=None, lingering_time=2.0)
         await runner.setup()
         # What exists now (modules, the app, the Kafka client) lives as long as the process:
         # frozen, it is no longer walked by every full collection, which the parsed bodies

@@ -28,7 +28,18 @@ from pipeline.envelopes import EventRecord
 from pipeline.events import GatewayEvent, Reject
 from pipeline.ingest import kong_wire
 from pipeline.ingest.kong_wire import KNOWN_KEYS, KongEntry
-from pipeline.ingest.normalize import ParseError, as_int, ascii_ints, route_template
+from pipeline.ingest.normalize import (
+    MAX_STATUS,
+    MIN_STATUS,
+    NO_WINDOW_BOUNDS,
+    ParseError,
+    TimeWindow,
+    as_int,
+    ascii_ints,
+    check_status,
+    check_timestamp,
+    route_template,
+)
 from pipeline.ingest.redaction import SECRET_HEADERS, Redactor
 
 __all__ = ["KongParser", "ParseResult", "RecordResult"]
@@ -112,6 +123,14 @@ def _int(value: Any, field: str, default: int | None = None) -> int:
     return as_int(value, field, default=default)
 
 
+def _amount(value: Any, field: str, default: int | None = 0) -> int:
+    """A size or a latency: an integer (absent meaning `default`), never negative."""
+    n = as_int(value, field, default=default)
+    if n < 0:
+        raise ParseError(f"{field}: {n} is negative")
+    return n
+
+
 def _obj(entry: dict[str, Any], key: str, *, required: bool = False) -> dict[str, Any]:
     value = entry.get(key)
     if value is None:
@@ -153,9 +172,18 @@ class KongParser:
 
     source = SOURCE
 
-    def __init__(self, redactor: Redactor, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redactor: Redactor,
+        *,
+        clock: Callable[[], float] = time.time,
+        window: TimeWindow | None = None,
+    ) -> None:
         self.redactor = redactor
         self.clock = clock  # the timestamp of entries without `started_at`
+        # How far `started_at` may be from now (live ingest); without one (replaying old logs),
+        # only a positive timestamp is required.
+        self.window = window
         self._fingerprints: dict[tuple[str, ...], str] = {}
         self._paths: dict[str, tuple[str, tuple[str, ...], str]] = {}
         self._segments: dict[str, tuple[str, tuple[str, ...], str]] = {}
@@ -168,8 +196,9 @@ class KongParser:
             result.rejects.append(self._reject(f"malformed JSON: {exc}", body))
             return result
         entries = doc if isinstance(doc, list) else [doc]
+        bounds = self._bounds()
         for entry in entries:
-            self._parse_into(entry, result)
+            self._parse_into(entry, result, bounds)
         return result
 
     def parse_payload(
@@ -187,19 +216,21 @@ class KongParser:
         body has the common shape."""
         decoded = kong_wire.decode(body)
         if decoded is not None:
+            low, high = self._bounds()
             try:
                 return RecordResult(
-                    [self._record(e, x) for e, x in zip(*decoded, strict=True)], fast=True
+                    [self._record(e, x, low, high) for e, x in zip(*decoded, strict=True)],
+                    fast=True,
                 )
             except (_Miss, ParseError):
                 pass
         return self.parse_body(body).records()
 
-    def _parse_into(self, entry: Any, result: ParseResult) -> None:
+    def _parse_into(self, entry: Any, result: ParseResult, bounds: tuple[int, int]) -> None:
         try:
             if not isinstance(entry, dict):
                 raise ParseError(f"entry: expected an object, got {type(entry).__name__}")
-            result.events.append(self.parse_entry(entry))
+            result.events.append(self.parse_entry(entry, bounds))
         except ParseError as exc:
             result.rejects.append(self._reject(str(exc), self._redacted_raw(entry)))
         except ValidationError as exc:
@@ -207,7 +238,12 @@ class KongParser:
             where = ".".join(str(p) for p in err["loc"])
             result.rejects.append(self._reject(f"{where}: {err['msg']}", self._redacted_raw(entry)))
 
-    def parse_entry(self, entry: dict[str, Any]) -> GatewayEvent:
+    def parse_entry(
+        self, entry: dict[str, Any], bounds: tuple[int, int] | None = None
+    ) -> GatewayEvent:
+        """One serializer entry; ParseError (or pydantic's ValidationError) says why not.
+        `bounds` are the window's (`_bounds()`), computed once per body by the callers."""
+        bounds = bounds or self._bounds()
         request = _obj(entry, "request", required=True)
         response = _obj(entry, "response", required=True)
         latencies = _obj(entry, "latencies")
@@ -242,7 +278,11 @@ class KongParser:
             request_id=_text(request.get("id"))
             or _text(response_headers.get("x-kong-request-id"))
             or None,
-            ts_ms=as_int(started_at, "started_at") if started_at is not None else self._now_ms(),
+            ts_ms=check_timestamp(
+                as_int(started_at, "started_at"), "started_at", self.window, bounds
+            )
+            if started_at is not None
+            else self._now_ms(),
             gateway=SOURCE,
             node=_text(entry.get("node")) or None,
             service=_text(service.get("name") or service.get("id")) or None,
@@ -257,15 +297,18 @@ class KongParser:
             path=path,
             route=route_template(path),
             query=query,
-            status=as_int(response.get("status"), "response.status"),
+            status=check_status(
+                as_int(response.get("status"), "response.status"), "response.status"
+            ),
             upstream_status=_upstream_status(entry.get("upstream_status")),
-            request_size=as_int(request.get("size"), "request.size", default=0),
-            response_size=as_int(response.get("size"), "response.size", default=0),
-            latency_ms=float(as_int(latencies.get("request"), "latencies.request", default=0)),
+            request_size=_amount(request.get("size"), "request.size"),
+            response_size=_amount(response.get("size"), "response.size"),
+            latency_ms=float(_amount(latencies.get("request"), "latencies.request")),
+            # -1: Kong answered itself (no upstream).
             upstream_latency_ms=None
             if proxy_latency in (None, -1, "-1")
-            else float(as_int(proxy_latency, "latencies.proxy")),
-            gateway_latency_ms=float(as_int(latencies.get("kong"), "latencies.kong", default=0)),
+            else float(_amount(proxy_latency, "latencies.proxy", default=None)),
+            gateway_latency_ms=float(_amount(latencies.get("kong"), "latencies.kong")),
             user_agent=_text(headers.get("user-agent"))[:512],
             headers=self._kept_headers(headers),
             header_fingerprint=self._header_fingerprint(headers),
@@ -274,7 +317,7 @@ class KongParser:
             attributes=self._attributes((k, entry[k]) for k in entry.keys() - KNOWN_KEYS),
         )
 
-    def _record(self, e: KongEntry, extras: dict[str, Any]) -> EventRecord:
+    def _record(self, e: KongEntry, extras: dict[str, Any], low: int, high: int) -> EventRecord:
         """`parse_entry` on a decoded struct, as a field dict; _Miss (or ParseError) whenever
         the reference might answer otherwise. Kept step for step beside `parse_entry`, with the
         common cases of its helpers inlined (this runs for every entry the collector takes)."""
@@ -307,6 +350,27 @@ class KongParser:
         node = e.node if isinstance(e.node, str) else None
         custom_credential_id = e.credential_id if isinstance(e.credential_id, str) else None
         upstream_status = e.upstream_status
+        # The plausibility checks of `parse_entry`: anything outside them is the reference's
+        # to reject (with its reason).
+        ts_ms = _int(started_at, "started_at") if started_at is not None else None
+        status = _int(response.status, "response.status")
+        request_size = _int(request.size, "request.size", 0)
+        response_size = _int(response.size, "response.size", 0)
+        latency = _int(latencies.get("request"), "latencies.request", 0)
+        kong_latency = _int(latencies.get("kong"), "latencies.kong", 0)
+        upstream_latency = (
+            None if proxy_latency in (None, -1, "-1") else _int(proxy_latency, "latencies.proxy")
+        )
+        if (
+            not MIN_STATUS <= status <= MAX_STATUS
+            or (ts_ms is not None and not low <= ts_ms <= high)
+            or request_size < 0
+            or response_size < 0
+            or latency < 0
+            or kong_latency < 0
+            or (upstream_latency is not None and upstream_latency < 0)
+        ):
+            raise _Miss
 
         kept: dict[str, str] = {}
         for name in KEPT_HEADERS:
@@ -333,7 +397,7 @@ class KongParser:
             "request_id": request.id  # a str or None in the struct
             or _clean_text(response_headers.get("x-kong-request-id"))
             or None,
-            "ts_ms": _int(started_at, "started_at") if started_at is not None else self._now_ms(),
+            "ts_ms": ts_ms if ts_ms is not None else self._now_ms(),
             "gateway": SOURCE,
             "node": node or None,
             "service": _clean_text(service.get("name") or service.get("id")) or None,
@@ -344,20 +408,18 @@ class KongParser:
             "path": path,
             "route": route,
             "query": query,
-            "status": _int(response.status, "response.status"),
+            "status": status,
             "upstream_status": int(upstream_status)
             if type(upstream_status) is str
             and len(upstream_status) == 3
             and upstream_status.isdigit()
             and upstream_status.isascii()
             else _upstream_status(upstream_status),
-            "request_size": _int(request.size, "request.size", 0),
-            "response_size": _int(response.size, "response.size", 0),
-            "latency_ms": float(_int(latencies.get("request"), "latencies.request", 0)),
-            "upstream_latency_ms": None
-            if proxy_latency in (None, -1, "-1")
-            else float(_int(proxy_latency, "latencies.proxy")),
-            "gateway_latency_ms": float(_int(latencies.get("kong"), "latencies.kong", 0)),
+            "request_size": request_size,
+            "response_size": response_size,
+            "latency_ms": float(latency),
+            "upstream_latency_ms": None if upstream_latency is None else float(upstream_latency),
+            "gateway_latency_ms": float(kong_latency),
             "user_agent": _clean_text(headers.get("user-agent"))[:512],
             "headers": kept,
             "header_fingerprint": fingerprint,
@@ -532,6 +594,9 @@ class KongParser:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    def _bounds(self) -> tuple[int, int]:
+        return self.window.bounds() if self.window is not None else NO_WINDOW_BOUNDS
 
     def _reject(self, reason: str, raw: bytes) -> Reject:
         return Reject(source=SOURCE, reason=reason, raw=self.redactor.scrub_raw(raw))

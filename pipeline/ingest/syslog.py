@@ -3,8 +3,11 @@ Kong's tcp-log. Message and frame formats are in `pipeline.ingest.syslog_wire`.
 
 Delivery: a TCP connection is read one chunk at a time; all complete frames of a chunk become one
 batch, and the next chunk is read only once the batch's events are acknowledged by Kafka and its
-rejects are on the dead-letter topic. While Kafka is down the batch is retried with backoff and the
-connection is not read, so TCP flow control pushes back on the sender: nothing read is dropped.
+rejects are on the dead-letter topic, or, when Kafka is slow, fsync'd in the disk spool (replayed
+in order once Kafka is back: `pipeline.ingest.delivery`). A line sender cannot be told "503", so
+the spool is what keeps it sending through a broker outage. When neither Kafka nor the spool can
+take a batch (the spool full, or off) it is retried with backoff and the connection is not read,
+so TCP flow control pushes back on the sender: nothing read is dropped.
 An oversized frame is rejected (its first bytes go to the DLQ with the reason) and skipped; the
 connection stays open, because closing it would also lose the good lines queued behind it.
 UDP has no flow control: datagrams wait in a bounded queue and are counted as dropped when it is
@@ -29,10 +32,11 @@ from prometheus_client import CollectorRegistry, Counter
 from pipeline.config import Settings
 from pipeline.events import GatewayEvent, Reject
 from pipeline.ingest.apigee import ApigeeParser
+from pipeline.ingest.delivery import Delivery
 from pipeline.ingest.guards import Deduplicator
 from pipeline.ingest.kong import ParseResult
 from pipeline.ingest.outputs import ingest_outputs
-from pipeline.ingest.redaction import Redactor
+from pipeline.ingest.spool import SpoolError
 from pipeline.ingest.syslog_wire import (
     RAW_PREFIX_BYTES,
     FrameError,
@@ -40,7 +44,7 @@ from pipeline.ingest.syslog_wire import (
     SyslogError,
     parse_line,
 )
-from pipeline.kafka import DeadLetters, EnvelopeProducer, KafkaUnavailable
+from pipeline.kafka import KafkaUnavailable
 from pipeline.retry import until_done
 
 __all__ = [
@@ -100,7 +104,7 @@ class SyslogMetrics:
         )
         self.kafka_retries = Counter(
             "gatewatch_syslog_kafka_retries_total",
-            "Batches retried because Kafka did not confirm in time",
+            "Batches retried because neither Kafka nor the spool could take them",
             ["transport"],
             registry=registry,
         )
@@ -147,8 +151,9 @@ class SyslogReceiver:
     ----------
     parser
         Turns a message's payload into events and rejects (`ApigeeParser`).
-    producer, dead_letters
-        Where events and rejects go; a batch counts as delivered once both acknowledged it.
+    delivery
+        Where events and rejects go (Kafka, or the spool when Kafka is slow); a batch counts as
+        delivered once it returned.
     allow
         Source networks allowed to send (`"10.0.0.0/8"` or ip_network objects). Empty refuses
         every sender.
@@ -168,8 +173,7 @@ class SyslogReceiver:
     def __init__(
         self,
         parser: PayloadParser,
-        producer: EnvelopeProducer,
-        dead_letters: DeadLetters,
+        delivery: Delivery,
         *,
         allow: Iterable[str | Network],
         max_frame_bytes: int = 64 * 1024,
@@ -183,8 +187,7 @@ class SyslogReceiver:
         deduplicator: Deduplicator | None = None,
     ) -> None:
         self.parser = parser
-        self.producer = producer
-        self.dead_letters = dead_letters
+        self.delivery = delivery
         self.allow: list[Network] = [ipaddress.ip_network(n, strict=False) for n in allow]
         self.max_frame_bytes = max_frame_bytes
         self.metrics = metrics
@@ -406,14 +409,18 @@ class SyslogReceiver:
         duplicates = 0
         if self.deduplicator is not None:
             events, duplicates = self.deduplicator.filter(events)
-        await self._until_stored(lambda: self.producer.submit(events), transport, len(events))
+        if events:
+            records = [vars(e) for e in events]
+            await self._until_stored(
+                lambda: self.delivery.deliver(records, [], peer), transport, len(events)
+            )
         if self.deduplicator is not None:
             self.deduplicator.remember(e.request_id for e in events if e.request_id)
         per_origin: dict[str, list[Reject]] = {}
         for origin, reject in rejects:
             per_origin.setdefault(origin, []).append(reject)
         for origin, group in per_origin.items():
-            send = functools.partial(self.dead_letters.send, group, origin=origin)
+            send = functools.partial(self.delivery.deliver, [], group, origin)
             await self._until_stored(send, transport, len(group))
 
         self.metrics.messages.labels(transport, "accepted").inc(len(events))
@@ -435,11 +442,11 @@ class SyslogReceiver:
     async def _until_stored(
         self, store: Callable[[], Awaitable[None]], transport: str, count: int
     ) -> None:
-        """Retry `store` until Kafka confirms: what was read from a sender is never dropped
-        (and the sender waits meanwhile)."""
+        """Retry `store` until Kafka or the spool took it: what was read from a sender is never
+        dropped (and the sender waits meanwhile)."""
         await until_done(
             store,
-            retry_on=KafkaUnavailable,
+            retry_on=(KafkaUnavailable, SpoolError),
             event="syslog.kafka_unavailable",
             max_backoff_s=self.retry_max_s,
             on_retry=lambda _: self.metrics.kafka_retries.labels(transport).inc(),
@@ -454,20 +461,21 @@ async def syslog_receiver(
     max_frame_bytes: int = 64 * 1024,
     max_connections: int = 512,
     metrics: SyslogMetrics | None = None,
-    parser_factory: Callable[[Redactor], PayloadParser] = ApigeeParser,
+    parser_factory: Callable[..., PayloadParser] = ApigeeParser,
+    spool: str | None = "syslog",
 ) -> AsyncIterator[SyslogReceiver]:
     """A receiver (Apigee syslog by default; `KongParser` for Kong tcp-log's JSON lines) wired
     to Kafka per `settings`, not listening yet; closed (in-flight batches finished) before the
-    producer is."""
-    async with ingest_outputs(settings) as out:
+    producer is. `spool` names its spool directory under `settings.spool_dir` (None: none)."""
+    metrics = metrics if metrics is not None else SyslogMetrics(CollectorRegistry())
+    async with ingest_outputs(settings, spool=spool, registry=metrics.registry) as out:
         receiver = SyslogReceiver(
-            parser_factory(out.redactor),
-            out.producer,
-            out.dead_letters,
+            parser_factory(out.redactor, window=out.window),
+            out.delivery,
             allow=allow,
             max_frame_bytes=max_frame_bytes,
             max_connections=max_connections,
-            metrics=metrics if metrics is not None else SyslogMetrics(CollectorRegistry()),
+            metrics=metrics,
             deduplicator=out.deduplicator,
         )
         try:
@@ -488,12 +496,17 @@ async def serve_syslog(
     max_frame_bytes: int = 64 * 1024,
     max_connections: int = 512,
     metrics_port: int | None = None,
-    parser_factory: Callable[[Redactor], PayloadParser] = ApigeeParser,
+    metrics_host: str = "127.0.0.1",
+    parser_factory: Callable[..., PayloadParser] = ApigeeParser,
+    name: str = "syslog",
 ) -> None:
-    """Run the receiver on the given ports until cancelled; /metrics on `metrics_port`."""
+    """Run the receiver on the given ports until cancelled; /metrics on `metrics_port` (on
+    `metrics_host`: loopback unless configured, whatever address the receiver listens on).
+    Its spool is `<spool_dir>/<name>-<first port>`."""
     if tls_port is not None and tls is None:
         raise ValueError("a TLS port needs an SSL context (tls_server_context)")
-    if tcp_port is None and udp_port is None and tls_port is None:
+    first = next((p for p in (tcp_port, tls_port, udp_port) if p is not None), None)
+    if first is None:
         raise ValueError("no port to listen on")
     registry = CollectorRegistry()
     async with syslog_receiver(
@@ -503,6 +516,7 @@ async def serve_syslog(
         max_connections=max_connections,
         metrics=SyslogMetrics(registry),
         parser_factory=parser_factory,
+        spool=f"{name}-{first}",
     ) as receiver:
         if tcp_port is not None:
             await receiver.start_tcp(host, tcp_port)
@@ -511,5 +525,6 @@ async def serve_syslog(
         if tls_port is not None:
             await receiver.start_tcp(host, tls_port, ssl=tls)
         if metrics_port is not None:
-            prometheus_client.start_http_server(metrics_port, addr=host, registry=registry)
+            prometheus_client.start_http_server(metrics_port, addr=metrics_host, registry=registry)
+            log.info("syslog.metrics", host=metrics_host, port=metrics_port)
         await asyncio.Event().wait()

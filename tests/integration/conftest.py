@@ -45,7 +45,7 @@ def services() -> Iterator[Services]:
 
 
 @pytest.fixture
-def settings(services: Services) -> Settings:
+def settings(services: Services, tmp_path: Path) -> Settings:
     suffix = secrets.token_hex(4)
     return Settings(
         kafka=services.kafka,
@@ -68,6 +68,11 @@ def settings(services: Services) -> Settings:
         web_port=free_port(),
         envelope_linger_ms=5,
         kafka_timeout_s=3.0,
+        # Ingest: each test its own disk spool; the fixtures are real log entries with their
+        # original dates, so the event-time window is off unless a test turns it on.
+        spool_dir=str(tmp_path / "gatewatch-spool"),
+        event_max_future_s=0,
+        event_max_age_s=0,
     )
 
 

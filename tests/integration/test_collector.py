@@ -3,8 +3,11 @@ bad entries go to the dead-letter topic with a reason; only 401 and 413 refuse a
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 import time
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -14,9 +17,10 @@ from pipeline import envelopes
 from pipeline.config import Settings
 from pipeline.ingest.collector import collector_app
 from pipeline.ingest.guards import SIGNATURE_HEADER, TIMESTAMP_HEADER, SenderAuth
-from pipeline.stack import EmbeddedStack
+from pipeline.stack import EmbeddedStack, free_port, stop_process, wait_for_port
+from tests.unit.test_guards import chunked_upload
 
-from .conftest import FIXTURES, read_topic, serve
+from .conftest import FIXTURES, PYTHON, ROOT, gatewatch_env, read_topic, serve
 
 KONG_FILES = sorted((FIXTURES / "kong").glob("*.json"))
 SECRET_APIKEY = b"my-secret-key-not-redacted"
@@ -132,11 +136,13 @@ async def test_oversize_body_is_refused(services, settings: Settings) -> None:
             await runner.cleanup()
 
 
-async def test_kafka_down_answers_503_so_kong_retries(settings: Settings) -> None:
-    """A broker of its own, stopped after the collector connected: the POST must not be 2xx."""
+async def test_kafka_down_answers_503_when_the_spool_is_off(settings: Settings) -> None:
+    """A broker of its own, stopped after the collector connected: without a spool the POST
+    must not be 2xx (Kong keeps the batch and retries)."""
     broker = EmbeddedStack().start()
     settings.kafka = broker.kafka
     settings.kafka_timeout_s = 2.0
+    settings.spool_dir = "off"
     try:
         async with collector_app(settings) as app:
             runner, base = await serve(app)
@@ -152,6 +158,37 @@ async def test_kafka_down_answers_503_so_kong_retries(settings: Settings) -> Non
                 await runner.cleanup()
     finally:
         broker.stop()
+
+
+async def test_kafka_down_with_a_spool_answers_200_and_keeps_the_entries(
+    settings: Settings, tmp_path
+) -> None:
+    """The same outage with the spool on: acknowledged, fsync'd on disk, still there after the
+    collector stopped (the broker never came back)."""
+    broker = EmbeddedStack().start()
+    settings.kafka = broker.kafka
+    settings.kafka_timeout_s = 2.0
+    settings.spool_after_s = 0.5
+    try:
+        async with collector_app(settings, spool="c1") as app:
+            runner, base = await serve(app)
+            try:
+                broker.stop()
+                async with aiohttp.ClientSession() as http:
+                    async with http.post(
+                        f"{base}/kong", data=KONG_FILES[0].read_bytes(), headers=auth(settings)
+                    ) as resp:
+                        assert resp.status == 200
+                        assert (await resp.json())["accepted"] == 1
+                    async with http.get(f"{base}/metrics") as resp:
+                        metrics = await resp.text()
+            finally:
+                await runner.cleanup()
+    finally:
+        broker.stop()
+    assert "gatewatch_spool_records 1.0" in metrics
+    assert "gatewatch_spool_spooled_total 1.0" in metrics
+    assert list((tmp_path / "gatewatch-spool" / "c1").glob("*.seg"))
 
 
 async def test_hmac_signed_body_is_accepted_and_forgeries_are_not(
@@ -221,3 +258,78 @@ async def test_too_many_entries_and_a_flooding_source_are_refused(settings: Sett
                     assert int(resp.headers["Retry-After"]) >= 1
         finally:
             await runner.cleanup()
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's peak resident set (VmHWM, Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+async def test_concurrent_chunked_uploads_stay_within_the_inflight_limit(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """12 concurrent 7 MiB chunked uploads to a real collector process: the bodies it holds at
+    once stay near its 16 MiB limit (the rest are answered 503 mid-stream), so its peak memory
+    grows by a fraction of the 84 MiB they add up to."""
+    port = free_port()
+    log = open(tmp_path / "collector.log", "wb")  # noqa: ASYNC230 - the child writes to it
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before the measurement
+        [PYTHON, "-m", "pipeline", "collector", "--port", str(port)],
+        env=gatewatch_env(settings),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, proc, 60)
+        headers = auth(settings)
+        entry = KONG_FILES[2].read_bytes()
+        async with aiohttp.ClientSession(headers=headers) as http:  # warm up: one real POST
+            async with http.post(f"http://127.0.0.1:{port}/kong", data=entry) as resp:
+                assert resp.status == 200
+        before = peak_rss_bytes(proc.pid)
+        body = b"[" + b" " * (7 * 1024 * 1024 - len(entry) - 2) + entry + b"]"
+        results = await asyncio.gather(
+            *(chunked_upload(port, headers, body, pace_s=0.002) for _ in range(12))
+        )
+        growth = peak_rss_bytes(proc.pid) - before
+    finally:
+        stop_process(proc)
+        log.close()
+    statuses = sorted(status for status, _ in results)
+    print(f"statuses={statuses} peak_rss_growth={growth / 2**20:.1f} MiB")
+    assert statuses.count(200) >= 1 and statuses.count(503) >= 6
+    assert set(statuses) <= {200, 503}
+    assert growth < 40 * 2**20
+
+
+async def test_implausible_entries_go_to_the_dlq_with_their_reason(settings: Settings) -> None:
+    """The production event-time window on: a status of 99999 and a negative or far-future
+    timestamp are dead letters with a reason; their neighbours go through."""
+    settings.event_max_future_s = 86_400
+    settings.event_max_age_s = 30 * 86_400
+    now = int(time.time() * 1000)
+    good = json.loads(KONG_FILES[2].read_text()) | {"started_at": now}
+    bad_status = json.loads(json.dumps(good))
+    bad_status["response"]["status"] = 99999
+    body = orjson.dumps(
+        [good, bad_status, good | {"started_at": -1}, good | {"started_at": now + 3 * 86_400_000}]
+    )
+    async with collector_app(settings) as app:
+        runner, base = await serve(app)
+        try:
+            async with aiohttp.ClientSession(headers=auth(settings)) as http:
+                async with http.post(f"{base}/kong", data=body) as resp:
+                    answer = await resp.json()
+        finally:
+            await runner.cleanup()
+    assert answer["accepted"] == 1 and answer["rejected"] == 3
+    dead = await read_topic(settings.kafka, settings.topics.dlq, expect=3)
+    assert sorted(headers["gatewatch.reason"].decode() for _, _, headers in dead) == [
+        "response.status: 99999 is not an HTTP status (100-599)",
+        "started_at: -1 is not an epoch-millisecond timestamp",
+        "started_at: 3 days in the future (limit 1 day)",
+    ]

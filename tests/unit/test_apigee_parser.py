@@ -264,7 +264,10 @@ def test_array_payload_is_a_batch(apigee: ApigeeParser) -> None:
         (record(request__verb="GET /x"), "request.verb: not an HTTP method"),
         (record(message__status__code="OK"), "message.status.code: expected an integer, got str"),
         (record(message__status__code=""), "message.status.code: missing"),
-        (record(message__status__code="42"), "message.status.code: 42 is not an HTTP status"),
+        (
+            record(message__status__code="42"),
+            "message.status.code: 42 is not an HTTP status (100-599)",
+        ),
         (
             record(message__status__code=True),
             "message.status.code: expected an integer, got a boolean",

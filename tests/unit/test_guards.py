@@ -31,22 +31,18 @@ class Clock:
         return self.now
 
 
-class FlakyProducer:
-    """Stands in for EnvelopeProducer: fails while `down`, records what it accepted."""
+class FlakyDelivery:
+    """Stands in for Delivery without a spool: fails while `down`, records what it accepted."""
 
     def __init__(self) -> None:
         self.down = False
         self.accepted: list[EventRecord] = []
 
-    async def submit_records(self, records: list[EventRecord]) -> None:
+    async def deliver(self, records: list[EventRecord], rejects: list[Reject], origin: str) -> None:
+        assert not rejects
         if self.down:
             raise KafkaUnavailable("broker down")
         self.accepted.extend(records)
-
-
-class NoDeadLetters:
-    async def send(self, rejects: list[Reject], *, origin: str = "") -> None:
-        assert not rejects
 
 
 def test_bearer_token_must_match_exactly() -> None:
@@ -112,11 +108,10 @@ def test_deduplicator_filter_drops_retries_and_repeats_within_a_batch() -> None:
 
 @pytest.fixture
 async def client_and_producer():
-    producer = FlakyProducer()
+    producer = FlakyDelivery()
     app = create_collector_app(
         parser=KongParser(Redactor(b"k")),
-        producer=producer,  # type: ignore[arg-type]
-        dead_letters=NoDeadLetters(),  # type: ignore[arg-type]
+        delivery=producer,  # type: ignore[arg-type]
         auth=SenderAuth(token="t"),
         metrics=CollectorMetrics(CollectorRegistry()),
         max_body_bytes=1 << 20,
@@ -146,27 +141,26 @@ async def test_a_batch_refused_with_503_is_not_remembered(client_and_producer) -
     assert [r["request_id"] for r in producer.accepted] == ["2f6946328ffc4946b8c9120704a4a155"]
 
 
-class GatedProducer:
-    """Holds every submit until `gate` is set, as a broker slow to acknowledge would."""
+class GatedDelivery:
+    """Holds every delivery until `gate` is set, as a broker slow to acknowledge would."""
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.waiting = asyncio.Event()
         self.accepted: list[EventRecord] = []
 
-    async def submit_records(self, records: list[EventRecord]) -> None:
+    async def deliver(self, records: list[EventRecord], rejects: list[Reject], origin: str) -> None:
         self.waiting.set()
         await self.gate.wait()
         self.accepted.extend(records)
 
 
 async def test_a_collector_at_capacity_sheds_at_once_and_recovers() -> None:
-    producer = GatedProducer()
+    producer = GatedDelivery()
     metrics = CollectorMetrics(CollectorRegistry())
     app = create_collector_app(
         parser=KongParser(Redactor(b"k")),
-        producer=producer,  # type: ignore[arg-type]
-        dead_letters=NoDeadLetters(),  # type: ignore[arg-type]
+        delivery=producer,  # type: ignore[arg-type]
         auth=SenderAuth(token="t"),
         metrics=metrics,
         max_body_bytes=1 << 20,
@@ -189,3 +183,105 @@ async def test_a_collector_at_capacity_sheds_at_once_and_recovers() -> None:
         assert (await client.post("/kong", data=body, headers=headers)).status == 200
     assert len(producer.accepted) == 2
     assert metrics.shed.labels("kong")._value.get() == 1
+
+
+async def chunked_upload(
+    port: int,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    chunk: int = 64 * 1024,
+    finish: bool = True,
+    pace_s: float = 0.0,
+) -> tuple[int, int]:
+    """POST `body` with Transfer-Encoding: chunked over a raw socket, as a streaming sender does;
+    stops sending once an answer has come. Returns (status, body bytes sent before it came)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(
+        f"POST /kong HTTP/1.1\r\nHost: collector\r\nTransfer-Encoding: chunked\r\n"
+        f"Content-Type: application/json\r\n{head}\r\n".encode()
+    )
+    answer = asyncio.create_task(reader.readuntil(b"\r\n\r\n"))
+    sent = 0
+    try:
+        for start in range(0, len(body), chunk):
+            if answer.done():
+                break
+            part = body[start : start + chunk]
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+            sent += len(part)
+            await asyncio.sleep(pace_s)
+        else:
+            if finish:
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+    except ConnectionError:
+        pass  # the collector answered and closed while we were still sending
+    status = int((await asyncio.wait_for(answer, 30)).split()[1])
+    writer.close()
+    return status, sent
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"X-Gatewatch-Timestamp": "1", "X-Gatewatch-Signature": "v1=00"},  # stale
+    ],
+    ids=["none", "bad-token", "stale-signature"],
+)
+async def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(
+    headers: dict[str, str],
+) -> None:
+    delivery = GatedDelivery()
+    metrics = CollectorMetrics(CollectorRegistry())
+    app = create_collector_app(
+        parser=KongParser(Redactor(b"k")),
+        delivery=delivery,  # type: ignore[arg-type]
+        auth=SenderAuth(token="t", hmac_secret=b"s"),
+        metrics=metrics,
+        max_body_bytes=8 << 20,
+    )
+    async with TestServer(app) as server:
+        assert server.port is not None
+        # One chunk of a body that never ends: an answer now means the body was not awaited.
+        status, sent = await chunked_upload(
+            server.port, headers, b"[" + b" " * (4 << 20), finish=False, pace_s=0.01
+        )
+    assert status == 401
+    assert sent < 4 << 20
+    assert metrics.bytes.labels("kong")._value.get() == 0  # nothing of it was read
+
+
+async def test_chunked_bodies_count_against_the_inflight_limit_as_they_stream() -> None:
+    delivery = GatedDelivery()
+    metrics = CollectorMetrics(CollectorRegistry())
+    app = create_collector_app(
+        parser=KongParser(Redactor(b"k")),
+        delivery=delivery,  # type: ignore[arg-type]
+        auth=SenderAuth(token="t"),
+        metrics=metrics,
+        max_body_bytes=8 << 20,
+        max_inflight_bytes=1 << 20,
+    )
+    headers = {"Authorization": "Bearer t"}
+    entry = KONG_38.read_bytes()
+    async with TestServer(app) as server:
+        assert server.port is not None
+        # A chunked body in hand (its delivery held), as a slow broker would keep it ...
+        first = asyncio.create_task(chunked_upload(server.port, headers, b"[" + entry + b"]"))
+        await asyncio.wait_for(delivery.waiting.wait(), 10)
+        # ... so a second one streaming in is refused once the two pass the limit, mid-body.
+        big = b"[" + b" " * (3 << 20) + entry + b"]"
+        status, sent = await chunked_upload(server.port, headers, big, pace_s=0.001)
+        assert status == 503 and sent < len(big)
+        assert metrics.shed.labels("kong")._value.get() == 1
+        delivery.gate.set()
+        assert (await first)[0] == 200
+        # Alone, a body larger than the limit is let in (and answered).
+        assert (await chunked_upload(server.port, headers, big))[0] == 200
+    assert len(delivery.accepted) == 2
+    assert metrics.registry.get_sample_value("gatewatch_ingest_inflight_bytes") == 0

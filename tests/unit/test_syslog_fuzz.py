@@ -181,8 +181,7 @@ def test_framing_does_not_depend_on_read_boundaries(
 
 RECEIVER = SyslogReceiver(
     ApigeeParser(Redactor(REDACTION_KEY)),
-    producer=Any,  # type: ignore[arg-type]  # _parse touches neither producer nor DLQ
-    dead_letters=Any,  # type: ignore[arg-type]
+    delivery=Any,  # type: ignore[arg-type]  # _parse does not deliver
     allow=["127.0.0.1/32"],
     metrics=Any,  # type: ignore[arg-type]
 )

@@ -66,6 +66,22 @@ class FakeDeadLetters:
         self.sent.extend((origin, r) for r in rejects)
 
 
+class FakeDelivery:
+    """Delivery's contract without a spool: events to the producer, rejects to the DLQ."""
+
+    def __init__(self, producer: FakeProducer, dlq: FakeDeadLetters) -> None:
+        self.producer = producer
+        self.dlq = dlq
+
+    async def deliver(
+        self, records: list[dict[str, Any]], rejects: list[Reject], origin: str
+    ) -> None:
+        if records:
+            await self.producer.submit(GatewayEvent(**r) for r in records)
+        if rejects:
+            await self.dlq.send(rejects, origin=origin)
+
+
 class Harness:
     def __init__(self, **options: Any) -> None:
         self.producer = FakeProducer()
@@ -75,8 +91,7 @@ class Harness:
         options.setdefault("retry_max_s", 0.01)
         self.receiver = SyslogReceiver(
             ApigeeParser(Redactor(REDACTION_KEY)),
-            self.producer,  # type: ignore[arg-type]
-            self.dlq,  # type: ignore[arg-type]
+            FakeDelivery(self.producer, self.dlq),  # type: ignore[arg-type]
             metrics=SyslogMetrics(self.registry),
             **options,
         )
