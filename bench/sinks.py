@@ -4,8 +4,9 @@ Pre-loads the alerts topic with `--alerts` alerts, then for each sink runs the r
 `gatewatch sink NAME`, as a child process reading the topic from the start (each sink its own
 consumer group) and times it at the receiver, from the first alert in to the last, with the child's
 CPU over that window. Receivers, in this process: the HEC and `_bulk` contract servers of the tests
-(Splunk and Elasticsearch cannot run here), another topic on the broker for the Kafka sink, and a
-decision-ingest stub for Apigee (one POST per decision alert, as the proxy takes them).
+(Splunk and Elasticsearch cannot run here), another topic on the broker for the Kafka sink, a
+decision-ingest stub for Apigee (one POST per decision alert, as the proxy takes them), a syslog
+TCP listener for CEF (octet-counted frames), a Slack-like webhook, and the OCSF sink's file.
 
     .venv/bin/python bench/sinks.py [--alerts 30000] [--sink splunk ...] [--json]
 
@@ -170,7 +171,124 @@ async def apigee(settings: Settings, n: int, decisions: int) -> AsyncIterator[Re
         await runner.cleanup()
 
 
-RECEIVERS = {"apigee": apigee, "elastic": elastic, "kafka": kafka, "splunk": splunk}
+@contextlib.asynccontextmanager
+async def cef(settings: Settings, n: int, _: int) -> AsyncIterator[Receiver]:
+    """A syslog TCP listener reading RFC 6587 octet-counted frames (what rsyslog's imtcp takes)."""
+    done = asyncio.Event()
+    times = [0.0, 0.0]
+    received = 0
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal received
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            while True:
+                length = int(await reader.readuntil(b" "))
+                await reader.readexactly(length)
+                received += 1
+                times[1] = time.monotonic()
+                times[0] = times[0] or times[1]
+                if received >= n:
+                    done.set()
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield Receiver(
+            {"sink_cef_host": "127.0.0.1", "sink_cef_port": port, "sink_cef_transport": "tcp"},
+            n,
+            done,
+            lambda: (times[0], times[1]),
+        )
+    finally:
+        server.close()
+
+
+@contextlib.asynccontextmanager
+async def webhook(settings: Settings, n: int, _: int) -> AsyncIterator[Receiver]:
+    """A Slack-like webhook: one message per request, one section block per alert."""
+    done = asyncio.Event()
+    times = [0.0, 0.0]
+    received = 0
+
+    async def hook(request: web.Request) -> web.Response:
+        nonlocal received
+        message = orjson.loads(await request.read())
+        received += sum(block["type"] == "section" for block in message["blocks"])
+        times[1] = time.monotonic()
+        times[0] = times[0] or times[1]
+        if received >= n:
+            done.set()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner, base = await _serve(app)
+    try:
+        yield Receiver(
+            {"sink_webhook_url": f"{base}/hook", "sink_webhook_secret": "bench-secret"},
+            n,
+            done,
+            lambda: (times[0], times[1]),
+        )
+    finally:
+        await runner.cleanup()
+
+
+def _new_lines(directory: Path, read: dict[int, int]) -> int:
+    """Lines appended to the OCSF files since the last call (only the new bytes are read)."""
+    new = 0
+    for path in directory.glob("findings.jsonl*"):
+        with open(path, "rb") as f:
+            inode = os.fstat(f.fileno()).st_ino
+            f.seek(read.get(inode, 0))
+            data = f.read()
+        read[inode] = read.get(inode, 0) + len(data)
+        new += data.count(b"\n")
+    return new
+
+
+@contextlib.asynccontextmanager
+async def ocsf(settings: Settings, n: int, _: int) -> AsyncIterator[Receiver]:
+    """The JSON-lines file the sink appends to, watched for its lines (no event to await)."""
+    directory = Path(os.environ.get("TMPDIR", "/tmp")) / f"gatewatch-bench-{secrets.token_hex(4)}"
+    path = directory / "findings.jsonl"
+    done = asyncio.Event()
+    times = [0.0, 0.0]
+
+    async def watch() -> None:
+        lines = 0
+        read: dict[int, int] = {}  # inode -> bytes counted (rotation renames, keeps inodes)
+        while lines < n:
+            await asyncio.sleep(0.01)
+            new = _new_lines(directory, read)
+            if new:
+                times[1] = time.monotonic()
+                times[0] = times[0] or times[1]
+                lines += new
+        done.set()
+
+    task = asyncio.create_task(watch())
+    try:
+        yield Receiver({"sink_ocsf_path": str(path)}, n, done, lambda: (times[0], times[1]))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for p in directory.glob("*"):
+            p.unlink()
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+RECEIVERS = {
+    "apigee": apigee,
+    "cef": cef,
+    "elastic": elastic,
+    "kafka": kafka,
+    "ocsf": ocsf,
+    "splunk": splunk,
+    "webhook": webhook,
+}
 
 
 async def preload(settings: Settings, n: int) -> int:

@@ -197,6 +197,60 @@ class Settings(BaseSettings):
     sink_elastic_ca_file: str | None = Field(None, description="PEM CA of the cluster")
     sink_elastic_timeout_s: float = Field(30.0, gt=0, description="One request's timeout")
 
+    # Sink `cef`: CEF over syslog (RFC 5424) over TLS, TCP or UDP (sinks/cef.py).
+    sink_cef_host: str = Field("", description="the syslog receiver's host name or address")
+    sink_cef_port: int = Field(0, ge=0, lt=65536, description="0 = 6514 for tls, 514 otherwise")
+    sink_cef_transport: Literal["tls", "tcp", "udp"] = "tls"
+    sink_cef_framing: Literal["octet", "newline"] = Field(
+        "octet", description="TCP/TLS framing: RFC 6587 octet counting or LF-terminated lines"
+    )
+    sink_cef_tls_ca: str | None = Field(
+        None, description="PEM CA that signs the receiver's certificate; none = the system's CAs"
+    )
+    sink_cef_tls_cert: str | None = Field(None, description="PEM client certificate, if asked")
+    sink_cef_tls_key: str | None = Field(None, description="Its PEM private key")
+    sink_cef_tls_server_name: str | None = Field(
+        None, description="Name the receiver's certificate must carry; none = the host"
+    )
+    sink_cef_max_bytes: int = Field(
+        0, ge=0, description="Largest message; 0 = 8096 (rsyslog's default), 2048 over UDP"
+    )
+    sink_cef_hostname: str = Field("", description="Syslog HOSTNAME; empty = this machine's")
+    sink_cef_facility: int = Field(16, ge=0, le=23, description="Syslog facility (16 = local0)")
+    sink_cef_timeout_s: float = Field(10.0, gt=0, description="Connect and write timeout")
+
+    # Sink `webhook`: Slack, Teams or a templated JSON body, HMAC-signed (sinks/webhook.py).
+    sink_webhook_url: SecretStr = Field(
+        SecretStr(""), description="the webhook's URL; Slack's and Teams' URLs are secrets"
+    )
+    sink_webhook_format: Literal["slack", "teams", "template"] = "slack"
+    sink_webhook_template: str | None = Field(
+        None, description="a string.Template file rendering one alert as JSON"
+    )
+    sink_webhook_secret: SecretStr = Field(
+        SecretStr(""),
+        description="HMAC-SHA256 key signing each body (X-Gatewatch-Signature); required for "
+        "format=template",
+    )
+    sink_webhook_per_message: int = Field(
+        10, ge=1, le=20, description="Alerts in one Slack/Teams message"
+    )
+    sink_webhook_ca_file: str | None = Field(None, description="PEM CA of the receiver")
+    sink_webhook_timeout_s: float = Field(10.0, gt=0, description="One request's timeout")
+
+    # Sink `ocsf`: OCSF 1.8.0 Detection Findings as JSON lines, to a file or an HTTP endpoint.
+    sink_ocsf_path: str = Field("", description="JSON-lines file to append to (or the URL)")
+    sink_ocsf_url: SecretStr = Field(
+        SecretStr(""), description="Endpoint taking NDJSON POSTs (instead of the file)"
+    )
+    sink_ocsf_token: SecretStr = Field(SecretStr(""), description="Bearer token for the URL")
+    sink_ocsf_rotate_bytes: int = Field(
+        100 * 1024 * 1024, gt=0, description="Rotate the file once it is this large"
+    )
+    sink_ocsf_keep: int = Field(5, ge=1, description="Rotated files kept (path.1 ... path.N)")
+    sink_ocsf_ca_file: str | None = Field(None, description="PEM CA of the URL's server")
+    sink_ocsf_timeout_s: float = Field(30.0, gt=0, description="One request's timeout")
+
     # Operator actions: overrides, feedback and their audit alerts (pipeline/operator/)
     override_ttl_s: float = Field(
         7 * 86400, ge=0, description="How long an override or a false positive's allow lasts "

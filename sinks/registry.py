@@ -17,9 +17,12 @@ __all__ = ["SINKS", "build_sink", "require"]
 # One line per sink.
 SINKS: dict[str, str] = {
     "apigee": "sinks.apigee",
+    "cef": "sinks.cef",
     "elastic": "sinks.elastic",
     "kafka": "sinks.kafka",
+    "ocsf": "sinks.ocsf",
     "splunk": "sinks.splunk",
+    "webhook": "sinks.webhook",
 }
 
 
