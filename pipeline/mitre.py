@@ -15,33 +15,19 @@ Choices a reader may question:
 - sensitive-file, admin and undocumented-endpoint probing are wordlist scanning (T1595.003); a
   scanner's own user agent is vulnerability scanning (T1595.002).
 
-Only sub-techniques are listed where one fits; the parent is the part before the dot.
+Only sub-techniques are listed where one fits; the parent is the part before the dot. Names and
+tactics, for the sinks that send more than the ids (ECS `threat.*`, OCSF `attacks`), are in
+`sinks/mitre.py`, which knows every id used here (a test checks).
 
 >>> attack_ids(["credential_stuffing", "sqli", "flood", "sqli", "bot"])
 ['T1110.004', 'T1190', 'T1499.003']
->>> TECHNIQUES["T1110.004"]
-('Brute Force: Credential Stuffing', 'TA0006', 'Credential Access')
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["BY_CODE", "TECHNIQUES", "attack_ids"]
-
-# Technique id -> (name, tactic id, tactic name); the tactic is the one this use of it serves.
-TECHNIQUES: dict[str, tuple[str, str, str]] = {
-    "T1078": ("Valid Accounts", "TA0001", "Initial Access"),
-    "T1110.001": ("Brute Force: Password Guessing", "TA0006", "Credential Access"),
-    "T1110.003": ("Brute Force: Password Spraying", "TA0006", "Credential Access"),
-    "T1110.004": ("Brute Force: Credential Stuffing", "TA0006", "Credential Access"),
-    "T1119": ("Automated Collection", "TA0009", "Collection"),
-    "T1190": ("Exploit Public-Facing Application", "TA0001", "Initial Access"),
-    "T1213": ("Data from Information Repositories", "TA0009", "Collection"),
-    "T1499.003": ("Endpoint Denial of Service: Application Exhaustion Flood", "TA0040", "Impact"),
-    "T1595.002": ("Active Scanning: Vulnerability Scanning", "TA0043", "Reconnaissance"),
-    "T1595.003": ("Active Scanning: Wordlist Scanning", "TA0043", "Reconnaissance"),
-}
+__all__ = ["BY_CODE", "attack_ids"]
 
 # Reason code -> technique ids (detector in the comment).
 BY_CODE: dict[str, tuple[str, ...]] = {
