@@ -3,16 +3,21 @@
 Pre-loads the events topic with envelopes of simulated Kong traffic (parsed and redacted by the
 same code as the collector, attacks included so decisions are written), then starts one
 `gatewatch worker` and times it from its first processed event to the last, reading the counters
-the worker keeps in Redis. Also reports the detection step alone, in process, without I/O.
+the worker keeps in Redis. Also reports the detection step alone, in process, without I/O
+(events/s and CPU microseconds per event).
 
     .venv/bin/python bench/throughput.py [--events 200000] [--json]
     .venv/bin/python bench/throughput.py --checkpoints both --json   # their cost: on vs off
+    .venv/bin/python bench/throughput.py --alerts both --json        # what alerts cost
 
 Uses the embedded stack unless --kafka and --redis are given. `--checkpoints both` runs the worker
 twice over the same pre-loaded topic (a consumer group and a Redis prefix each), once with
 checkpoints on (the default configuration) and once off, and reports the CPU per event they add.
 With checkpoints on it also times them in process (`in_process`): the detection step and, once
 per second of the worker's measured pace, the checkpoint it would write, on CPU time.
+Alerts are on as in production (`alerts_written` counts them from the worker's /metrics);
+`--alerts both` also runs the worker without them, over the same topic, and reports the CPU per
+event they add, end to end and for the detection step in process.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgpack
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -49,6 +55,7 @@ from pipeline.decisions import RedisDecisions  # noqa: E402
 from pipeline.events import GatewayEvent  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
 from pipeline.stack import EmbeddedStack, free_port, stop_process  # noqa: E402
+from pipeline.worker.alerting import AlertCollector  # noqa: E402
 from pipeline.worker.processor import GC_THRESHOLDS, Processor, StateStore  # noqa: E402
 from pipeline.worker.store import SubjectBudget  # noqa: E402
 
@@ -62,8 +69,10 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def processor_eps(events: list[GatewayEvent]) -> float:
-    """Events/s of the detection step alone, with the collector thresholds a worker runs with."""
+def processor_eps(events: list[GatewayEvent], alerts: bool = True) -> tuple[float, float]:
+    """Events/s of the detection step alone, and its CPU microseconds per event (what another
+    load on the machine changes least), with the collector thresholds a worker runs with; with
+    `alerts`, the alerts are built and serialised as a worker does, not sent."""
     processor = Processor(detectors=default_detectors(), fusion=Fusion(), mode="enforce")
     stores: dict[int, StateStore] = {}
     by_partition: dict[int, list[GatewayEvent]] = {}
@@ -75,11 +84,21 @@ def processor_eps(events: list[GatewayEvent]) -> float:
     gc.set_threshold(*GC_THRESHOLDS)
     try:
         start = time.perf_counter()
+        cpu = time.process_time()
         for p, evs in by_partition.items():
             store = stores.setdefault(p, StateStore(500_000))
+            collector = AlertCollector(processor, store, partition=p) if alerts else None
             for i in range(0, len(evs), ENVELOPE):
-                processor.process(evs[i : i + ENVELOPE], store)
-        return len(events) / (time.perf_counter() - start)
+                batch = evs[i : i + ENVELOPE]
+                if collector is None:
+                    processor.process(batch, store)
+                    continue
+                collector.begin(batch)
+                processor.process(batch, store, report=collector)
+                for alert in collector.take():
+                    alert.to_json()
+        cpu_us = (time.process_time() - cpu) / len(events) * 1e6
+        return len(events) / (time.perf_counter() - start), cpu_us
     finally:
         gc.set_threshold(*thresholds)
 
@@ -167,10 +186,24 @@ async def preload(settings: Settings, events: list[GatewayEvent]) -> int:
     return records
 
 
+async def alerts_emitted(web_port: int) -> dict[str, int]:
+    """`gatewatch_alerts_emitted_total` by kind, from the worker's /metrics."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{web_port}/metrics") as resp:
+            text = await resp.text()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("gatewatch_alerts_emitted_total{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('kind="', 1)[1].split('"', 1)[0]] = int(float(value))
+    return out
+
+
 async def run_worker(settings: Settings, total: int, console: Console) -> dict[str, Any]:
+    web_port = free_port()
     # PYTHONPATH: the worker must run this checkout's code, not whichever one is installed.
     env = os.environ | to_environment(
-        settings.model_copy(update={"mode": "enforce", "web_port": free_port()})
+        settings.model_copy(update={"mode": "enforce", "web_port": web_port})
     ) | {"PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing begins
         [sys.executable, "-m", "pipeline", "worker"],
@@ -198,6 +231,7 @@ async def run_worker(settings: Settings, total: int, console: Console) -> dict[s
         done = time.monotonic()
         done_cpu = _cpu_s(proc.pid)
         stats = await decisions.stats()
+        alerts = await alerts_emitted(web_port)
     finally:
         stop_process(proc, timeout_s=30)
         await redis.aclose()
@@ -210,6 +244,7 @@ async def run_worker(settings: Settings, total: int, console: Console) -> dict[s
         "worker_cpu_us_per_event": round((done_cpu - cpu0) / max(processed - n0, 1) * 1e6, 2),
         "events_processed": processed,
         "decisions_written": stats.get("decisions_written", 0),
+        "alerts_written": alerts,
     }
 
 
@@ -224,13 +259,20 @@ async def main() -> None:
         "--checkpoints", choices=["on", "off", "both"], default="on",
         help="run the worker with checkpoints on (default), off, or both to compare",
     )  # fmt: skip
+    ap.add_argument(
+        "--alerts", choices=["on", "off", "both"], default="on",
+        help="run the worker with alerts on (default), off, or both to compare",
+    )  # fmt: skip
     args = ap.parse_args()
     console = Console(stderr=True)
 
     with console.status("simulating traffic"):
         events = demo_events(args.events, args.seed, attacks=True, key=b"bench-key")
+    alerts = args.alerts != "off"
     with console.status("timing the detection step in process"):
-        in_process = processor_eps(events)
+        in_process, in_process_cpu_us = processor_eps(events, alerts)
+        if args.alerts == "both":
+            _, in_process_cpu_us_off = processor_eps(events, alerts=False)
 
     stack = None if args.kafka and args.redis else EmbeddedStack().start()
     try:
@@ -241,8 +283,10 @@ async def main() -> None:
             redis_prefix=f"gwbench:{suffix}:",
             partitions=PARTITIONS,
             worker_id=f"gatewatch-bench-{suffix}",
+            alerts_enabled=alerts,
         )
         settings.topics.events = f"bench-{suffix}.events"
+        settings.topics.alerts = f"bench-{suffix}.alerts"
         with console.status("pre-loading the events topic"):
             records = await preload(settings, events)
         modes = ["on", "off"] if args.checkpoints == "both" else [args.checkpoints]
@@ -257,12 +301,30 @@ async def main() -> None:
                 }
             )
             runs[mode] = await run_worker(run_settings, len(events), console)
+        if args.alerts == "both":
+            off_settings = settings.model_copy(
+                update={
+                    "checkpoints": modes[0] == "on",
+                    "alerts_enabled": False,
+                    "worker_id": f"{settings.worker_id}-alerts-off",
+                    "redis_prefix": f"{settings.redis_prefix}alerts-off:",
+                }
+            )
+            alerts_off = await run_worker(off_settings, len(events), console)
     finally:
         if stack:
             stack.stop()
 
     figures: dict[str, Any] = dict(runs[modes[0]])
     figures["checkpoints"] = modes[0]
+    figures["alerts"] = "on" if alerts else "off"
+    if args.alerts == "both":
+        on = runs[modes[0]]["worker_cpu_us_per_event"]
+        off = alerts_off["worker_cpu_us_per_event"]
+        figures["alerts_off"] = alerts_off
+        # End to end: on a busy machine this difference is mostly noise (see the in-process one).
+        figures["worker_alert_cpu_share"] = round((on - off) / on, 3) if on else None
+        figures["processor_cpu_us_per_event_alerts_off"] = round(in_process_cpu_us_off, 2)
     if "on" in modes:
         # Once per second of this worker's pace, as it flushes.
         flush_every = max(ENVELOPE, int(runs["on"]["worker_eps"]))
@@ -278,13 +340,15 @@ async def main() -> None:
         "events": len(events),
         "envelopes": records,
         "processor_eps": round(in_process, 1),
+        "processor_cpu_us_per_event": round(in_process_cpu_us, 2),
         **figures,
     }
     if args.json:
         print(orjson.dumps(result).decode())
     else:
         for key, value in result.items():
-            console.print(f"{key:>18}: {value:,}")
+            shown = f"{value:,}" if isinstance(value, int | float) else str(value)
+            console.print(f"{key:>18}: {shown}")
 
 
 if __name__ == "__main__":

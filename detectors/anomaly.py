@@ -91,6 +91,7 @@ class BehaviourAnomaly(Detector):
     """
 
     name = "anomaly"
+    version = "1"
     declares = Declaration(
         updates=True, kinds=("consumer", "key"), needs="memo", memo=_MEMO, model_version=1
     )
@@ -159,7 +160,10 @@ class BehaviourAnomaly(Detector):
         # An anomaly alone only tags: it says "unusual", not "attack"; next to another
         # detector's signal it tips fusion towards acting.
         strength = (seen.score - self.threshold) / (1.0 - self.threshold)
-        return Signal(self.name, "behaviour_anomaly", round(0.3 + 0.2 * strength, 3), seen.reason)
+        return Signal(
+            self.name, "behaviour_anomaly", round(0.3 + 0.2 * strength, 3), seen.reason,
+            "anomaly_score", round(seen.score, 3), None, self.threshold,
+        )  # fmt: skip
 
     # -- checkpoints ---------------------------------------------------------------------------
     # River has no safe serializer for a HalfSpaceTrees (only pickle), so the model is written as

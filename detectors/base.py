@@ -22,6 +22,9 @@ Address ranges (`ip:a.b.c.0/24`) are judged only by detectors declaring `judges_
 many clients, and one client's behaviour must not condemn it. Such a detector also says, with
 `wants_range(event)`, which requests its ranges are made of (logins, anonymous object reads).
 
+Every detector has a `name` and a `version` (a class attribute, bumped when its logic changes what
+it decides): alerts carry it, and the processor's `model_version` is derived from all of them.
+
 Learned state is saved in checkpoints (`detectors/state_codec.py`) as plain data: a detector with
 per-subject memory declares the `memo` codec of `state.memo[name]`; one with model-level learning
 (parameter shapes, a River model, campaign traits) declares `model_version` and implements
@@ -60,12 +63,23 @@ KINDS: tuple[Kind, ...] = ("consumer", "key", "ip")
 
 @dataclass(frozen=True, slots=True)
 class Signal:
-    """One detector's finding about one subject. `score` is in [0, 1]; high means risky."""
+    """One detector's finding about one subject. `score` is in [0, 1]; high means risky.
+
+    `kind` is the reason code (`brute_force`, `sqli`, `flood`: what alerts and the MITRE ATT&CK
+    table in `pipeline/mitre.py` key on). Where the detector has them, the structured fields say
+    which measured `feature` crossed which `limit`, with its `value` now and the subject's learned
+    `baseline` for it, so a SIEM can filter and chart them (`reason` says the same for a person).
+    A signal is built only when a detector fires, never on the quiet path.
+    """
 
     detector: str
     kind: str
     score: float
     reason: str
+    feature: str | None = None
+    value: float | None = None
+    baseline: float | None = None
+    limit: float | None = None
 
 
 # Not frozen: one is built per subject of every event, and a frozen dataclass is four times
@@ -168,6 +182,9 @@ class Detector:
     """
 
     name: ClassVar[str]
+    # Bumped whenever the detector's logic changes what it decides (every shipped detector sets
+    # its own); not `declares.model_version`, the format of its checkpointed model.
+    version: ClassVar[str] = "1"
     # Per instance when its kinds are a parameter (see `Declaration.for_kinds`).
     declares: Declaration = Declaration()
 

@@ -101,6 +101,7 @@ class ScannerAgent(Detector):
     """
 
     name = "bot_ua"
+    version = "1"
     declares = Declaration(inspects=True)
 
     def __init__(
@@ -128,7 +129,10 @@ class ScannerAgent(Detector):
         if score < 0.05:
             return None
         requests = "1 request" if evidence.hits == 1 else f"{evidence.hits} requests"
-        return Signal(self.name, evidence.kind, score, f"{evidence.reason} on {requests}")
+        return Signal(
+            self.name, evidence.kind, score, f"{evidence.reason} on {requests}",
+            "scanner_requests", float(evidence.hits),
+        )  # fmt: skip
 
 
 class _Mimicry:
@@ -272,6 +276,7 @@ class BrowserMimicry(Detector):
     """
 
     name = "bot_behaviour"
+    version = "1"
     # Only anonymous clients claim to be people: see `_anonymous`. Model-wide it learns which
     # gateways' logs carry the browser headers at all.
     declares = Declaration(
@@ -590,6 +595,7 @@ class CrawlerPace(Detector):
     """
 
     name = "crawler_pace"
+    version = "1"
     declares = Declaration(updates=True, kinds=("ip",), needs="memo", memo=_PACE)
 
     def __init__(
@@ -650,4 +656,7 @@ class CrawlerPace(Detector):
             f"declared crawler '{memo.name}' at {rate:.1f} requests/s "
             f"(polite pace {self.max_rate:g}/s)"
         )
-        return Signal(self.name, "aggressive_crawler", score, reason)
+        return Signal(
+            self.name, "aggressive_crawler", score, reason, "requests_per_s", round(rate, 3),
+            None, self.max_rate,
+        )  # fmt: skip

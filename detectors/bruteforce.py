@@ -56,6 +56,7 @@ class BruteForce(Detector):
     """
 
     name = "bruteforce"
+    version = "1"
     # `update` learns the addresses credentials log in from (a 64-bit sketch per subject).
     declares = Declaration(updates=True, update_kinds=("consumer", "key"), memo=IntCodec(1, 64))
 
@@ -107,7 +108,10 @@ class BruteForce(Detector):
             f"{failures:.0f} failed logins of {attempts:.0f} attempts "
             f"({ratio:.0%} failing, decay {AUTH_DECAY_TAU_S:.0f} s)"
         )
-        return Signal(self.name, kind, score, reason)
+        return Signal(
+            self.name, kind, score, reason, "failed_logins", round(failures, 3), None,
+            self.min_failures,
+        )  # fmt: skip
 
 
 class _Trait:
@@ -180,6 +184,7 @@ class DistributedStuffing(Detector):
     """
 
     name = "distributed_stuffing"
+    version = "1"
     # Addresses and ranges only: a campaign riding on an app's key is thousands of users' key.
     # Learns per range (a sketch of its failing addresses) and, model-wide, the client traits.
     declares = Declaration(
@@ -243,7 +248,10 @@ class DistributedStuffing(Detector):
             f"{trait.attempts:.0f} logins failing from {addresses} addresses, "
             f"UA {event.user_agent[:40]!r}"
         )
-        return Signal(self.name, "distributed_credential_stuffing", self.weight, reason)
+        return Signal(
+            self.name, "distributed_credential_stuffing", self.weight, reason,
+            "failing_addresses", float(addresses), None, float(self.min_addresses),
+        )  # fmt: skip
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
         if is_range(ctx.subject) and event.status in (401, 403) and self.auth_routes(event.route):
@@ -254,9 +262,13 @@ class DistributedStuffing(Detector):
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         campaign = 0.0
         reason = ""
+        feature: str | None = None
+        value: float | None = None
+        limit: float | None = None
         if state.evidence is not None and (found := state.evidence.get(self.name)) is not None:
             campaign = min(1.0, found.value(ctx.now))
             reason = found.reason
+            feature, value = "campaign_logins", float(found.hits)
         spread = 0.0
         if is_range(ctx.subject) and state.memo is not None and self.name in state.memo:
             addresses = _distinct(int(state.memo[self.name]))  # type: ignore[call-overload]
@@ -269,10 +281,14 @@ class DistributedStuffing(Detector):
                         f"{failures:.0f} failed logins of {attempts:.0f} from {addresses} "
                         f"addresses in this range ({ratio:.0%} failing)"
                     )
+                    feature, value = "failing_addresses", float(addresses)
+                    limit = float(self.min_range_addresses)
         score = round(max(campaign, spread), 3)
         if score <= 0.0:
             return None
-        return Signal(self.name, "distributed_credential_stuffing", score, reason)
+        return Signal(
+            self.name, "distributed_credential_stuffing", score, reason, feature, value, None, limit
+        )
 
     # -- checkpoints: the client traits, least recently seen first --------------------------------
     def export_model(self) -> list[Any]:

@@ -121,6 +121,7 @@ class InjectionDetector(Detector):
     """
 
     name = "injection"
+    version = "1"
     # Model-wide it learns each endpoint's parameter shapes.
     declares = Declaration(inspects=True, model_version=1)
 
@@ -307,7 +308,9 @@ class InjectionDetector(Detector):
             f"{evidence.hits} injection finding{'s' if evidence.hits != 1 else ''} "
             f"(decayed weight {value:.2f}, decay {EVIDENCE_TAU_S:.0f} s); last: {evidence.reason}"
         )
-        return Signal(self.name, evidence.kind, score, reason)
+        return Signal(
+            self.name, evidence.kind, score, reason, "injection_findings", float(evidence.hits)
+        )
 
     def _evidence_score(self, value: float) -> float:
         knots = self._knots

@@ -113,6 +113,7 @@ class KeySharing(Detector):
     """
 
     name = "key_sharing"
+    version = "1"
     declares = Declaration(updates=True, kinds=("consumer", "key"), needs="memo", memo=_SPREAD)
 
     def __init__(
@@ -172,4 +173,8 @@ class KeySharing(Detector):
             f"{self.period_s:.0f} s, {strangers} of them new with a new client; "
             f"usually at most {spread.usual:.0f}"
         )
-        return Signal(self.name, "key_sharing", score, reason)
+        # The value is what the limit applies to: networks, a stranger's counted three times.
+        return Signal(
+            self.name, "key_sharing", score, reason, "networks_weighted", float(weight),
+            spread.usual, limit,
+        )  # fmt: skip

@@ -196,6 +196,7 @@ class SensitiveProbing(Detector):
     """
 
     name = "probing"
+    version = "1"
     # Model-wide it learns the routes an API really serves, and remembers recent repeats.
     declares = Declaration(inspects=True, model_version=1)
 
@@ -312,7 +313,9 @@ class SensitiveProbing(Detector):
             return None
         plural = "" if evidence.hits == 1 else "s"
         reason = f"{evidence.hits} sensitive-file/admin probe{plural}, last {evidence.reason}"
-        return Signal(self.name, "sensitive_file_probing", score, reason)
+        return Signal(
+            self.name, "sensitive_file_probing", score, reason, "probes", float(evidence.hits)
+        )
 
     # -- checkpoints: learned routes and the repeat memory ----------------------------------------
     def export_model(self) -> list[Any]:

@@ -128,6 +128,7 @@ class ObjectWalk(Detector):
     """
 
     name = "object_walk"
+    version = "1"
     declares = Declaration(updates=True, judges_ranges=True, needs="memo", memo=_WALK)
 
     def __init__(
@@ -228,7 +229,10 @@ class ObjectWalk(Detector):
                 f"{n:.0f} object-id requests in ~{self.tau_s:.0f} s, {denied:.0%} answered 403/404, "
                 f"{sequential:.0%} in id order"
             )
-            return Signal(self.name, "bola_enumeration", min(1.0, score), reason)
+            return Signal(
+                self.name, "bola_enumeration", min(1.0, score), reason, "denied_share",
+                round(denied, 3), None, self.deny_ratio,
+            )  # fmt: skip
         # An API client reading many objects is often a sync job: judge it on its own habits,
         # with a much higher bar until those are known.
         if ctx.kind != "ip":
@@ -240,7 +244,9 @@ class ObjectWalk(Detector):
             # strictest limit. (A random key only buys the keyed limit, not a free pass.)
             limit = self.unnamed_rate
         baseline = state.baseline
+        usual: float | None = None
         if baseline is not None and baseline.windows >= 30:
+            usual = baseline.rate_mean * self.tau_s
             limit = max(limit, self.baseline_ratio * baseline.rate_mean * self.tau_s)
         if shared:
             limit *= 3
@@ -251,4 +257,7 @@ class ObjectWalk(Detector):
             f"{objects:.0f} distinct objects in ~{self.tau_s:.0f} s "
             f"(limit {limit:.0f} for this client), {sequential:.0%} in id order"
         )
-        return Signal(self.name, "scraping", score, reason)
+        return Signal(
+            self.name, "scraping", score, reason, "distinct_objects", round(objects, 3),
+            None if usual is None else round(usual, 3), round(limit, 3),
+        )  # fmt: skip

@@ -142,6 +142,7 @@ class SpecDrift(Detector):
     """
 
     name = "spec_drift"
+    version = "1"
     # Model-wide: the documented operations' call counts and the drift findings (the inventory).
     declares = Declaration(
         inspects=True, updates=True, needs="memo", memo=_DISCOVERY, model_version=1
@@ -275,7 +276,10 @@ class SpecDrift(Detector):
         last = state.evidence.get(self.name) if state.evidence is not None else None
         if last is not None:
             reason += f"; last: {last.reason}"
-        return Signal(self.name, "shadow_endpoint_discovery", score, reason)
+        return Signal(
+            self.name, "shadow_endpoint_discovery", score, reason, "undocumented_endpoints",
+            round(distinct, 3), None, self.min_distinct,
+        )  # fmt: skip
 
     def findings(self) -> list[Finding]:
         """The drift found so far, most severe kind first (see `FindingLog`)."""

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from faust.web import Request, Response, View
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 
@@ -23,6 +24,7 @@ from pipeline.decisions import RedisDecisions
 from pipeline.kafka import make_producer
 from pipeline.operator.sync import OperatorSync
 from pipeline.worker.checkpoints import CheckpointMetrics, Checkpoints
+from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.ownership import PartitionStates
 from pipeline.worker.processor import build_processor
 from pipeline.worker.runtime import WorkerRuntime
@@ -44,6 +46,7 @@ def create_worker_app(settings: Settings) -> faust.App:
         datadir=str(datadir),
         topic_disable_leader=True,
         web_port=settings.web_port,
+        web_bind=settings.web_bind,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         broker_session_timeout=10.0,
@@ -54,9 +57,7 @@ def create_worker_app(settings: Settings) -> faust.App:
     processor = build_processor(settings)
     # One bound for every partition this worker owns, not one per partition.
     budget = SubjectBudget(settings.max_subjects)
-    Gauge(
-        "gatewatch_subjects_held", "Subject states in this worker's memory", registry=registry
-    ).set_function(lambda: budget.held)
+    worker_metrics = WorkerMetrics(registry, subjects=lambda: budget.held)
     metrics = CheckpointMetrics(registry)
     checkpoints = (
         Checkpoints(
@@ -84,6 +85,9 @@ def create_worker_app(settings: Settings) -> faust.App:
         operator=OperatorSync.from_settings(redis, settings),
         checkpoint_interval_s=settings.checkpoint_interval_s,
         model_interval_s=settings.checkpoint_model_interval_s,
+        alerts_topic=settings.topics.alerts if settings.alerts_enabled else None,
+        alert_window_s=settings.alert_window_s,
+        metrics=worker_metrics,
     )
     topic = app.topic(
         settings.topics.events,
@@ -104,6 +108,7 @@ def create_worker_app(settings: Settings) -> faust.App:
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             message = event.message
             await runtime.handle(event.value, message.partition, message.offset, event.ack)
+            worker_metrics.positions[message.partition] = message.offset + 1
 
     # Faust revokes everything before each assignment (and waits for this before rejoining):
     # the states are checkpointed here, so whoever is assigned a partition next loads them.
@@ -118,7 +123,9 @@ def create_worker_app(settings: Settings) -> faust.App:
         await states.assigned(tp.partition for tp in assigned if tp.topic == topic_name)
 
     @app.page("/metrics")
-    async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    async def metrics_page(view: View, request: Request) -> Response:
+        worker_metrics.refresh_consumer_lag(app.consumer, topic_name)
+        # As a header: aiohttp refuses a content_type argument with a charset in it.
+        return view.bytes(worker_metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return app

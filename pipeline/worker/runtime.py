@@ -1,9 +1,10 @@
 """What a worker does with one envelope: decode, detect, write decisions, then let Faust ack it.
 
-The handler returns only after Redis and the decisions topic have the batch's decisions; the
-envelope is acknowledged (so committed) once a checkpoint holds the state it changed
-(`PartitionStates`): at-least-once end to end, and a replayed envelope is not counted twice.
-State lives in memory, one `StateStore` per owned partition, checkpointed to Redis.
+The handler returns only after Redis and the decisions topic have the batch's decisions and the
+alerts topic its alerts; the envelope is acknowledged (so committed) once a checkpoint holds the
+state it changed (`PartitionStates`): at-least-once end to end, and a replayed envelope is not
+counted twice. State lives in memory, one `StateStore` per owned partition, checkpointed to
+Redis; alerts are built by one `AlertCollector` per partition.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from pipeline import envelopes
+from pipeline.alerts import Alert
 from pipeline.decisions import Decision, RedisDecisions
 from pipeline.events import Reject
 from pipeline.kafka import DeadLetters
 from pipeline.operator.sync import OperatorSync
 from pipeline.retry import until_done
+from pipeline.worker.alerting import AlertCollector
+from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.ownership import Ack, PartitionStates
 from pipeline.worker.processor import Processor
 from pipeline.worker.store import StateStore
@@ -34,6 +38,7 @@ __all__ = ["WorkerRuntime"]
 log = structlog.get_logger(__name__)
 MAX_BACKOFF_S = 5.0
 OVERRIDES_REFRESH_S = 5.0
+ALERT_SWEEP_S = 5.0
 
 
 class WorkerRuntime(Service):
@@ -51,6 +56,9 @@ class WorkerRuntime(Service):
         operator: OperatorSync | None = None,
         checkpoint_interval_s: float = 1.0,
         model_interval_s: float = 10.0,
+        alerts_topic: str | None = None,
+        alert_window_s: float = 60.0,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         super().__init__()
         self.processor = processor
@@ -68,6 +76,11 @@ class WorkerRuntime(Service):
         self.checkpoint_interval_s = checkpoint_interval_s
         self.model_interval_s = model_interval_s
         self.ready = asyncio.Event()
+        # Alerts: None writes none (the throughput bench's "alerts off").
+        self.alerts_topic = alerts_topic
+        self.alert_window_s = alert_window_s
+        self.collectors: dict[int, AlertCollector] = {}
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
 
     @Service.timer(OVERRIDES_REFRESH_S)
     async def _refresh_overrides(self) -> None:
@@ -117,21 +130,32 @@ class WorkerRuntime(Service):
     async def _handle(
         self, payload: bytes, partition: int, store: StateStore, offset: int | None
     ) -> int:
+        collector = self._collector(partition, store)
+        alerts: list[Alert] = []
         try:
             events = envelopes.decode(payload)
-            decisions = self.processor.process(events, store)
+            if collector is not None:
+                collector.begin(events)
+            decisions = self.processor.process(events, store, report=collector)
+            if collector is not None:
+                alerts = collector.take()
         except envelopes.EnvelopeError as exc:
-            await self._dead_letter(payload, partition, str(exc))
+            await self._dead_letter(payload, partition, str(exc), "bad_envelope")
             return 0
         except Exception as exc:
             # A poison envelope must not stop the partition: park it with the cause and go on.
             log.exception("worker.processing_failed", partition=partition)
-            await self._dead_letter(payload, partition, f"processing failed: {exc!r}")
+            await self._dead_letter(
+                payload, partition, f"processing failed: {exc!r}", "processing_failed"
+            )
             return 0
         source = None if offset is None else (f"{self.source}/{partition}", offset)
         await self._write(decisions, len(events), source)
+        if decisions or alerts:
+            # Both before returning: the envelope is acknowledged only after.
+            await asyncio.gather(self.sink.publish(decisions), self._publish(alerts))
+        self.metrics.envelope(events, decisions, alerts)
         if decisions:
-            await self.sink.publish(decisions)
             for d in decisions:
                 log.info(
                     "decision.changed",
@@ -143,10 +167,51 @@ class WorkerRuntime(Service):
                 )
         return len(events)
 
-    async def _dead_letter(self, payload: bytes, partition: int, reason: str) -> None:
+    def _collector(self, partition: int, store: StateStore) -> AlertCollector | None:
+        if self.alerts_topic is None:
+            return None
+        collector = self.collectors.get(partition)
+        if collector is None or collector.store is not store:
+            collector = self.collectors[partition] = AlertCollector(
+                self.processor, store, partition=partition, window_s=self.alert_window_s
+            )
+        return collector
+
+    async def _publish(self, alerts: list[Alert]) -> None:
+        """Returns once the broker has every alert, each keyed by its subject."""
+        if not alerts:
+            return
+        assert self.alerts_topic is not None
+        futures = [
+            await self.producer.send(self.alerts_topic, a.to_json(), key=a.subject.encode())
+            for a in alerts
+        ]
+        await asyncio.gather(*futures)
+
+    @Service.timer(ALERT_SWEEP_S)
+    async def _sweep_alerts(self) -> None:
+        """Report finding windows that closed on partitions gone quiet (their final counts), and
+        forget the collectors of partitions this worker no longer owns."""
+        owned = self.states.stores
+        for p, c in list(self.collectors.items()):
+            if owned.get(p) is not c.store:
+                del self.collectors[p]  # its open windows were reported when they opened
+        now_ms = int(time.time() * 1000)
+        alerts = [a for c in list(self.collectors.values()) for a in c.sweep(now_ms)]
+        if not alerts:
+            return
+        try:
+            await self._publish(alerts)
+        except Exception as exc:  # the windows' first reports are out already: log, go on
+            log.warning("worker.alerts_sweep_failed", alerts=len(alerts), error=repr(exc))
+            return
+        self.metrics.emitted(alerts)
+
+    async def _dead_letter(self, payload: bytes, partition: int, reason: str, cause: str) -> None:
         log.warning("worker.bad_envelope", partition=partition, reason=reason)
         reject = Reject(source="envelope", reason=reason, raw=payload)
         await self.dead_letters.send([reject], origin=f"partition:{partition}")
+        self.metrics.dead_letter(cause)
 
     async def _write(
         self, decisions: list[Decision], events: int, source: tuple[str, int] | None
