@@ -19,6 +19,7 @@ from rich.table import Table
 from pipeline.config import Settings
 from pipeline.evaluation.cli import evaluate_command, replay_command
 from pipeline.evaluation.drift import drift_command
+from pipeline.incidents.cli import incident_command, incidents_command
 from pipeline.simulator.cli import simulate_command
 from pipeline.logs import configure_logging
 
@@ -351,6 +352,8 @@ app.command("simulate")(simulate_command)
 app.command("replay")(replay_command)
 app.command("drift")(drift_command)
 app.command("evaluate")(evaluate_command)
+app.command("incidents")(incidents_command)
+app.command("incident")(incident_command)
 
 
 def _print_summary(console: Console, result: object) -> None:

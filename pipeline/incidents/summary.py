@@ -36,20 +36,25 @@ _NOUNS = {
     "gateway": ("gateway", "gateways"),
 }
 _VERBS = {"block": "blocked", "challenge": "challenged", "tag": "tagged"}
-# Features whose values are levels (a rate, a share): the incident reports the peak. The rest
-# are counts (failures, distinct objects): summed over subjects, each at its own peak.
+# Features whose values are levels (a rate, a share, a campaign-wide count every alert of the
+# campaign repeats): the incident reports the peak. The rest are one subject's counts (failures,
+# distinct objects, probes): summed over subjects, each at its own peak.
 _LEVEL_HINTS = ("per_s", "rate", "ratio", "share", "score", "_pct")
+_LEVEL_FEATURES = frozenset({"failing_addresses", "campaign_logins", "networks_weighted"})
 _FEATURE_LABELS = {
-    "auth_failures": "failed logins",
     "failed_logins": "failed logins",
-    "requests": "requests",
+    "failing_addresses": "addresses failing in the campaign (peak)",
+    "campaign_logins": "campaign logins (peak)",
     "requests_per_s": "requests/s (peak)",
-    "rate": "requests/s (peak)",
+    "held_requests_per_s": "held requests/s (peak)",
     "distinct_objects": "distinct objects read",
-    "distinct_ids": "distinct objects read",
-    "addresses": "addresses",
-    "networks": "networks",
+    "denied_share": "share of reads denied (peak)",
+    "scanner_requests": "scanner requests",
     "probes": "probe requests",
+    "injection_findings": "injection payloads",
+    "networks_weighted": "networks using the key (weighted, peak)",
+    "anomaly_score": "anomaly score (peak)",
+    "undocumented_endpoints": "undocumented endpoints",
 }
 # The mode a route moves to next, per family, when its decisions are only recorded: credential
 # attacks and floods are challenged first (a person can still pass), exploit and file probing is
@@ -200,17 +205,22 @@ def _how_much(incident: Incident, acted: list[str]) -> str:
     totals: dict[str, float] = {}
     for s in acted:
         for feature, value in incident.subjects[s]["features"].items():
-            if any(h in feature for h in _LEVEL_HINTS):
+            if feature in _LEVEL_FEATURES or any(h in feature for h in _LEVEL_HINTS):
                 totals[feature] = max(totals.get(feature, value), value)
             else:
                 totals[feature] = totals.get(feature, 0.0) + value
     parts = [f"{incident.alerts} alerts"]
     for feature in sorted(totals):
         label = _FEATURE_LABELS.get(feature, feature.replace("_", " "))
-        parts.append(f"{totals[feature]:,.0f} {label}")
+        parts.append(f"{_number(totals[feature])} {label}")
     if incident.evidence:
         parts.append("evidence " + ", ".join(incident.evidence[:3]))
     return "; ".join(parts)
+
+
+def _number(value: float) -> str:
+    """Counts as integers, small levels (a share, a score) with two decimals."""
+    return f"{value:,.0f}" if value >= 10 or value == int(value) else f"{value:.2f}"
 
 
 def _when(ms: int) -> str:
@@ -286,8 +296,8 @@ def _steps(
             steps.append(f"move these subjects' routes from {mode} to {target}")
     consumers = [s for s in acted if subjects[s]["scope"] in ("consumer", "key")]
     if family in ("flood", "scraping") and consumers and not allowed:
-        limits = subjects[consumers[0]]["limits"]
-        limit = f" or give it a limit near {max(limits.values()):,.0f}/s" if limits else ""
+        rates = [v for f, v in subjects[consumers[0]]["limits"].items() if "per_s" in f]
+        limit = f" or give it a limit near {max(rates):,.0f}/s" if rates else ""
         steps.append(
             f"allow-list partner {consumers[0]} if this is its batch job "
             f"(gatewatch feedback {consumers[0]} --false-positive --reason ...){limit}"

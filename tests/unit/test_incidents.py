@@ -36,7 +36,7 @@ def stuffing(n=6, mode="shadow", t=T0, route="/v1/login"):
             mode=mode,
             t=t + i * 5_000,
             route=route,
-            feature="auth_failures",
+            feature="failed_logins",
             value=20 + i,
             evidence=[f"req-{i}"],
         )
