@@ -24,7 +24,7 @@ import structlog
 
 from pipeline.alerts import Alert
 from pipeline.incidents.keys import grouping_keys
-from pipeline.incidents.model import Incident
+from pipeline.incidents.model import Incident, alert_count
 from pipeline.incidents.store import Commit, IncidentStore
 
 __all__ = ["IncidentBuilder"]
@@ -66,19 +66,30 @@ class IncidentBuilder:
         self.quiet_ms = int(quiet_s * 1000)
 
     async def add(self, alerts: list[Alert]) -> list[str]:
-        """Fold `alerts` in; returns the ids of the incidents they changed (sorted)."""
-        unique = {a.id: a for a in alerts}
-        fresh = await self.store.unseen(sorted(unique))
-        new = sorted((unique[i] for i in fresh), key=lambda a: (a.event_time, a.id))
-        if not new:
-            return []
-        keys = {a.id: grouping_keys(a) for a in new}
-        batch = _Batch(
-            intervals=await self.store.intervals(sorted({k for ks in keys.values() for k in ks}))
+        """Fold `alerts` in; returns the ids of the incidents they changed (sorted).
+
+        An alert id already consumed changes nothing, unless it comes back with a higher request
+        count (a finding window closing: the same alert, upserted): then only the count moves."""
+        unique: dict[str, Alert] = {}
+        for a in alerts:
+            if a.id not in unique or alert_count(a) > alert_count(unique[a.id]):
+                unique[a.id] = a
+        known = await self.store.seen_counts(sorted(unique))
+        new = sorted(
+            (a for i, a in unique.items() if i not in known), key=lambda a: (a.event_time, a.id)
         )
+        recounts = sorted(
+            (a for i, a in unique.items() if i in known and alert_count(a) > known[i]),
+            key=lambda a: a.id,
+        )
+        if not new and not recounts:
+            return []
+        keys = {a.id: grouping_keys(a) for a in (*new, *recounts)}
+        all_keys = sorted({k for ks in keys.values() for k in ks})
+        batch = _Batch(intervals=await self.store.intervals(all_keys))
         wanted = {
             str(iv[2])
-            for a in new
+            for a in (*new, *recounts)
             for k in keys[a.id]
             for iv in batch.intervals.get(k, [])
             if self._touches(iv, a.event_time)
@@ -89,6 +100,8 @@ class IncidentBuilder:
                 batch.alias[old] = incident.id
         for alert in new:
             self._fold(batch, alert, keys[alert.id])
+        for alert in recounts:
+            self._recount(batch, alert, keys[alert.id], known[alert.id])
         touched = sorted(batch.incidents)
         for ivs in batch.intervals.values():
             for iv in ivs:
@@ -99,29 +112,39 @@ class IncidentBuilder:
                 aliases={old: batch.find(old) for old in sorted(batch.removed)},
                 intervals=batch.intervals,
                 subjects={i: sorted(s) for i, s in batch.subjects.items()},
-                alert_ids=[a.id for a in new],
+                alert_counts={a.id: alert_count(a) for a in (*new, *recounts)},
             )
         )
-        log.info("incidents.folded", alerts=len(new), incidents=len(touched))
+        log.info(
+            "incidents.folded", alerts=len(new), recounted=len(recounts), incidents=len(touched)
+        )
         return touched
+
+    def _recount(self, batch: _Batch, alert: Alert, keys: list[str], known: int) -> None:
+        roots = self._roots(batch, alert, keys)
+        if roots:  # else its incident expired: nothing left to count into
+            batch.incidents[roots[0]].recount(alert, known)
+
+    def _roots(self, batch: _Batch, alert: Alert, keys: list[str]) -> list[str]:
+        """The incidents (loaded in `batch`) whose intervals `alert` touches, oldest first."""
+        t = alert.event_time
+        found = {
+            batch.find(str(iv[2]))
+            for k in keys
+            for iv in batch.intervals.get(k, [])
+            if self._touches(iv, t)
+        }
+        # Ids missing from the batch are incidents that expired from the store.
+        return sorted(
+            (r for r in found if r in batch.incidents), key=lambda r: batch.incidents[r].root
+        )
 
     def _touches(self, iv: list[int | str], t: int) -> bool:
         return int(iv[0]) - self.quiet_ms <= t <= int(iv[1]) + self.quiet_ms
 
     def _fold(self, batch: _Batch, alert: Alert, keys: list[str]) -> None:
         t = alert.event_time
-        roots = sorted(
-            {
-                batch.find(str(iv[2]))
-                for k in keys
-                for iv in batch.intervals.get(k, [])
-                if self._touches(iv, t)
-            }
-        )
-        # Roots missing from the batch are incidents that expired from the store: start anew.
-        found = sorted(
-            (batch.incidents[r] for r in roots if r in batch.incidents), key=lambda i: i.root
-        )
+        found = [batch.incidents[r] for r in self._roots(batch, alert, keys)]
         if not found:
             target = Incident.start(alert)
             batch.incidents[target.id] = target

@@ -19,7 +19,7 @@ import orjson
 from pipeline.alerts import Alert
 from pipeline.incidents.keys import ACTION_RANK, families_of, opens, user_agents_of
 
-__all__ = ["Incident", "incident_id"]
+__all__ = ["Incident", "alert_count", "incident_id"]
 
 MAX_SUBJECTS = 500
 MAX_COUNTED = 50
@@ -42,6 +42,7 @@ class Incident:
     last_ms: int
     opened_ms: int | None = None  # the first alert strong enough to open it; None = dormant
     alerts: int = 0
+    requests: int = 0  # the alerts' request counts (a finding window counts many)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     subjects: dict[str, dict[str, Any]] = field(default_factory=dict)
     subjects_total: int = 0  # exact distinct subjects, kept by the store
@@ -65,7 +66,8 @@ class Incident:
         """Fold one alert in (the caller makes sure the same alert id comes only once)."""
         t = alert.event_time
         self._take_root((t, alert.id))
-        self.first_ms, self.last_ms = min(self.first_ms, t), max(self.last_ms, t)
+        self.first_ms, self.last_ms = min(self.first_ms, t), max(self.last_ms, _last(alert))
+        self.requests += alert_count(alert)
         if opens(alert):
             self.opened_ms = t if self.opened_ms is None else min(self.opened_ms, t)
         self.alerts += 1
@@ -88,6 +90,18 @@ class Incident:
         self.evidence = sorted(set(self.evidence) | set(alert.evidence))[:MAX_EVIDENCE]
         self._merge_timeline([_entry(alert, families)])
 
+    def recount(self, alert: Alert, known: int) -> None:
+        """The same alert again with a higher request count (a finding window closing): only
+        its count, last request and evidence change."""
+        extra = alert_count(alert) - known
+        self.requests += extra
+        self.last_ms = max(self.last_ms, _last(alert))
+        agg = self.subjects.get(alert.subject)
+        if agg is not None:
+            agg["requests"] += extra
+            agg["last"] = max(agg["last"], _last(alert))
+        self.evidence = sorted(set(self.evidence) | set(alert.evidence))[:MAX_EVIDENCE]
+
     def merge(self, other: Incident) -> None:
         """Absorb `other` (same result as having added its alerts here)."""
         self._take_root(other.root)
@@ -100,6 +114,7 @@ class Incident:
                 other.opened_ms if self.opened_ms is None else min(self.opened_ms, other.opened_ms)
             )
         self.alerts += other.alerts
+        self.requests += other.requests
         for counter, values in other.counts.items():
             for name, n in values.items():
                 self._bump(counter, name, n)
@@ -128,6 +143,7 @@ class Incident:
                 del self.subjects[weakest]
             return
         old["alerts"] += new["alerts"]
+        old["requests"] += new["requests"]
         old["score"] = max(old["score"], new["score"])
         old["first"], old["last"] = min(old["first"], new["first"]), max(old["last"], new["last"])
         if new["strongest"] > old["strongest"]:
@@ -161,6 +177,16 @@ class Incident:
         return cls(**raw)
 
 
+def alert_count(alert: Alert) -> int:
+    """Requests behind the alert: schema 1.1's `count` (a finding window's), else one."""
+    return int(getattr(alert, "count", 1) or 1)
+
+
+def _last(alert: Alert) -> int:
+    """The alert's latest request: schema 1.1's `last_seen`, else its event time."""
+    return max(alert.event_time, int(getattr(alert, "last_seen", None) or 0))
+
+
 def _strength(agg: dict[str, Any]) -> tuple[Any, ...]:
     return (ACTION_RANK[agg["action"]], agg["score"], agg["alerts"])
 
@@ -188,9 +214,10 @@ def _subject_of(alert: Alert) -> dict[str, Any]:
     return {
         "scope": alert.scope,
         "alerts": 1,
+        "requests": alert_count(alert),
         "score": alert.score,
         "first": alert.event_time,
-        "last": alert.event_time,
+        "last": _last(alert),
         "strongest": [rank, int(alert.enforced), alert.event_time, alert.id],
         "action": "allow" if alert.kind == "operator" else alert.action,
         "mode": alert.mode,

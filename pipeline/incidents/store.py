@@ -7,7 +7,9 @@ Redis keys, all under `<prefix>inc:` (the configured prefix, default `gw:`), eac
 - `a:<id>`      alias: an incident merged into another (or renamed after an earlier alert arrived)
 - `k:<key>`     the intervals of one grouping key (JSON `[[start, end, incident], ...]`)
 - `h:<id>`      HyperLogLog of the incident's subjects (the exact-enough distinct count)
-- `seen`        sorted set of consumed alert ids, scored by when: redelivered alerts are skipped
+- `seen`        sorted set of consumed alert ids, scored by when (to forget them after retention)
+- `count`       the same ids scored by their request count: a redelivered alert is skipped, one
+                that comes back with a higher count (a finding window closing) only recounts
 - `open`        sorted set of incidents that opened (dormant ones are not listed), by last alert
 """
 
@@ -36,12 +38,12 @@ class Commit:
     aliases: dict[str, str]  # removed id -> the id it lives on as
     intervals: dict[str, list[list[int | str]]]
     subjects: dict[str, list[str]]  # incident id -> subjects seen in this batch
-    alert_ids: list[str] = field(default_factory=list)
+    alert_counts: dict[str, int] = field(default_factory=dict)  # consumed alert id -> its count
 
 
 class IncidentStore(Protocol):
-    async def unseen(self, alert_ids: list[str]) -> list[str]:
-        """The ids among `alert_ids` not consumed yet."""
+    async def seen_counts(self, alert_ids: list[str]) -> dict[str, int]:
+        """The ids among `alert_ids` consumed already, with the request count they had then."""
         ...
 
     async def intervals(self, keys: list[str]) -> dict[str, list[list[int | str]]]: ...
@@ -65,14 +67,14 @@ class MemoryIncidentStore:
     """The same contract in a process's memory (no expiry: it lives as long as its owner)."""
 
     def __init__(self) -> None:
-        self.seen: set[str] = set()
+        self.seen: dict[str, int] = {}
         self.keys: dict[str, list[list[int | str]]] = {}
         self.incidents: dict[str, bytes] = {}
         self.aliases: dict[str, str] = {}
         self.subjects: dict[str, set[str]] = {}
 
-    async def unseen(self, alert_ids: list[str]) -> list[str]:
-        return [i for i in alert_ids if i not in self.seen]
+    async def seen_counts(self, alert_ids: list[str]) -> dict[str, int]:
+        return {i: self.seen[i] for i in alert_ids if i in self.seen}
 
     async def intervals(self, keys: list[str]) -> dict[str, list[list[int | str]]]:
         return {k: [list(iv) for iv in self.keys[k]] for k in keys if k in self.keys}
@@ -102,7 +104,7 @@ class MemoryIncidentStore:
         for incident_id, subjects in commit.subjects.items():
             self.subjects.setdefault(self._resolve(incident_id), set()).update(subjects)
         self.keys.update({k: [list(iv) for iv in ivs] for k, ivs in commit.intervals.items()})
-        self.seen.update(commit.alert_ids)
+        self.seen.update(commit.alert_counts)
 
     async def get(self, incident_id: str) -> Incident | None:
         resolved = self._resolve(incident_id)
@@ -132,11 +134,11 @@ class RedisIncidentStore:
     def _key(self, kind: str, name: str = "") -> str:
         return f"{self.prefix}{kind}:{name}" if name else f"{self.prefix}{kind}"
 
-    async def unseen(self, alert_ids: list[str]) -> list[str]:
+    async def seen_counts(self, alert_ids: list[str]) -> dict[str, int]:
         if not alert_ids:
-            return []
-        scores = await self.redis.zmscore(self._key("seen"), alert_ids)
-        return [i for i, score in zip(alert_ids, scores, strict=True) if score is None]
+            return {}
+        scores = await self.redis.zmscore(self._key("count"), alert_ids)
+        return {i: int(c) for i, c in zip(alert_ids, scores, strict=True) if c is not None}
 
     async def intervals(self, keys: list[str]) -> dict[str, list[list[int | str]]]:
         if not keys:
@@ -169,6 +171,10 @@ class RedisIncidentStore:
     async def commit(self, commit: Commit) -> None:
         ttl = self.retention_ms
         now = int(time.time() * 1000)
+        # Alert ids consumed longer ago than the retention are forgotten (a few per commit).
+        expired = await self.redis.zrangebyscore(
+            self._key("seen"), "-inf", now - ttl, start=0, num=10_000
+        )
         pipe = self.redis.pipeline(transaction=True)
         for old, new in commit.aliases.items():
             pipe.delete(self._key("i", old))
@@ -186,9 +192,12 @@ class RedisIncidentStore:
                 pipe.pexpire(self._key("h", incident_id), ttl)
         for k, ivs in commit.intervals.items():
             pipe.set(self._key("k", k), orjson.dumps(ivs), px=ttl)
-        if commit.alert_ids:
-            pipe.zadd(self._key("seen"), dict.fromkeys(commit.alert_ids, now))
-            pipe.zremrangebyscore(self._key("seen"), "-inf", now - ttl)
+        if commit.alert_counts:
+            pipe.zadd(self._key("seen"), dict.fromkeys(commit.alert_counts, now))
+            pipe.zadd(self._key("count"), commit.alert_counts)
+        if expired:
+            pipe.zrem(self._key("seen"), *expired)
+            pipe.zrem(self._key("count"), *expired)
         pipe.zremrangebyrank(self._key("open"), 0, -MAX_LISTED - 1)
         await pipe.execute()
 

@@ -359,3 +359,22 @@ async def test_structured_reasons_without_a_known_detector_still_have_a_family()
         reasons=[AlertReason(detector="new_thing", code="flood", text="x", score=0.9)]
     )
     assert keys.families_of(alert) == ["flood"]
+
+
+async def test_a_finding_window_coming_back_with_a_higher_count_only_recounts():
+    if "count" not in make_alert().model_fields_set | set(type(make_alert()).model_fields):
+        pytest.skip("Alert schema 1.0 has no request count")
+    opening = make_alert(
+        detector="injection", code="sqli", kind="finding", count=3, evidence=["r1"]
+    )
+    closing = opening.model_copy(
+        update={"count": 40, "last_seen": T0 + 50_000, "evidence": ["r1", "r2"]}
+    )
+    for order in ([opening], [closing]), ([closing], [opening]), ([opening, closing],):
+        store = MemoryIncidentStore()
+        builder = IncidentBuilder(store, quiet_s=QUIET_S)
+        for batch in order:
+            await builder.add(batch)
+        [incident] = await store.recent()
+        assert (incident.alerts, incident.requests, incident.last_ms) == (1, 40, T0 + 50_000)
+        assert incident.evidence == ["r1", "r2"]
