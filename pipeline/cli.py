@@ -20,6 +20,7 @@ from pipeline.config import Settings
 from pipeline.evaluation.cli import evaluate_command, replay_command
 from pipeline.evaluation.drift import drift_command
 from pipeline.incidents.cli import incident_command, incidents_command
+from pipeline.report.cli import report_command
 from pipeline.simulator.cli import simulate_command
 from pipeline.logs import configure_logging
 
@@ -354,6 +355,7 @@ app.command("drift")(drift_command)
 app.command("evaluate")(evaluate_command)
 app.command("incidents")(incidents_command)
 app.command("incident")(incident_command)
+app.command("report")(report_command)
 
 
 def _print_summary(console: Console, result: object) -> None:

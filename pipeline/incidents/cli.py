@@ -21,6 +21,7 @@ from pipeline.incidents.keys import ACTION_RANK
 from pipeline.incidents.model import Incident
 from pipeline.incidents.store import RedisIncidentStore
 from pipeline.incidents.summary import Summary, summarize
+from pipeline.logs import configure_logging
 
 __all__ = ["action_mode", "incident_command", "incidents_command", "parse_since", "timeline"]
 
@@ -104,6 +105,7 @@ async def _with_store(settings: Settings, work: Any) -> Any:
 
 def incidents_command(since: SinceOpt = "24h", as_json: JsonOpt = False) -> None:
     """List incidents active in the last --since (newest first)."""
+    configure_logging("warning")
     settings = Settings()
     now_ms = int(time.time() * 1000)
     since_ms = now_ms - int(parse_since(since) * 1000)
@@ -137,6 +139,7 @@ def incident_command(
     as_json: JsonOpt = False,
 ) -> None:
     """One incident: its summary, next steps and timeline."""
+    configure_logging("warning")
     settings = Settings()
     now_ms = int(time.time() * 1000)
     found: Incident | None = asyncio.run(

@@ -52,6 +52,7 @@ _DETECTOR_FAMILY = {
     "key_sharing": "key_sharing",
     "spec_drift": "spec_drift",
     "anomaly": "anomaly",
+    "redaction": "pii",  # the collector's PII masking, reported as an API-surface finding
 }
 # Reason codes whose family is plain even when the detector is unknown (another build's name).
 _CODE_FAMILY = {
@@ -66,6 +67,9 @@ _CODE_FAMILY = {
     "admin_probe": "probing",
     "key_sharing": "key_sharing",
     "behaviour_anomaly": "anomaly",
+    "pii_in_url": "pii",
+    "shadow_endpoint": "spec_drift",
+    "undocumented_method": "spec_drift",
 }
 FAMILY_LABELS = {
     "credential": "credential attack",
@@ -77,11 +81,12 @@ FAMILY_LABELS = {
     "key_sharing": "key sharing",
     "spec_drift": "API spec drift",
     "anomaly": "behavioural anomaly",
+    "pii": "PII in URLs",
 }
 # A route under attack by many subjects is one incident for these families; an anomaly or a
 # shared key belongs to its subject alone.
 _ROUTE_FAMILIES = frozenset(
-    {"credential", "flood", "scraping", "injection", "bot", "probing", "spec_drift"}
+    {"credential", "flood", "scraping", "injection", "bot", "probing", "spec_drift", "pii"}
 )
 _UA = re.compile(r"""(?:\bUA|user agent) (?:'([^']{1,200})'|"([^"]{1,200})")""")
 _MIN_FINDING_SEVERITY = SEVERITY_RANK["medium"]
