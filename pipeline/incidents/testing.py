@@ -25,6 +25,7 @@ def make_alert(
     feature: str | None = None,
     value: float | None = None,
     limit: float | None = None,
+    baseline: float | None = None,
     attack: list[str] | None = None,
     evidence: list[str] | None = None,
     operator: OperatorAction | None = None,
@@ -41,7 +42,7 @@ def make_alert(
                 score=score,
                 feature=feature,
                 value=value,
-                baseline=None,
+                baseline=baseline,
                 limit=limit,
             )
         ]
