@@ -67,6 +67,7 @@ class BehaviourAnomaly:
     """
 
     name = "anomaly"
+    version = "1"
     needs = ("memo",)
 
     def __init__(
@@ -126,4 +127,7 @@ class BehaviourAnomaly:
         # An anomaly alone only tags: it says "unusual", not "attack"; next to another
         # detector's signal it tips fusion towards acting.
         strength = (seen.score - self.threshold) / (1.0 - self.threshold)
-        return Signal(self.name, "behaviour_anomaly", round(0.3 + 0.2 * strength, 3), seen.reason)
+        return Signal(
+            self.name, "behaviour_anomaly", round(0.3 + 0.2 * strength, 3), seen.reason,
+            "anomaly_score", round(seen.score, 3), None, self.threshold,
+        )  # fmt: skip

@@ -17,6 +17,8 @@ Address ranges (`ip:a.b.c.0/24`) are judged only by detectors that set `judges_r
 a range is many clients, and one client's behaviour must not condemn it. Such a detector also says,
 with `wants_range(event)`, which requests its ranges are made of (logins, anonymous object reads).
 
+Every detector has a `name` and a `version` (a class attribute, bumped when its logic changes).
+
 Two optional attributes let the processor skip calls that cannot do anything (it makes several per
 event, for up to four subjects each):
 
@@ -39,12 +41,23 @@ __all__ = ["Detector", "EventDetector", "Signal", "StatefulDetector", "SubjectCo
 
 @dataclass(frozen=True, slots=True)
 class Signal:
-    """One detector's finding about one subject. `score` is in [0, 1]; high means risky."""
+    """One detector's finding about one subject. `score` is in [0, 1]; high means risky.
+
+    `kind` is the reason code (`brute_force`, `sqli`, `flood`: what alerts and the MITRE ATT&CK
+    table in `pipeline/mitre.py` key on). Where the detector has them, the structured fields say
+    which measured `feature` crossed which `limit`, with its `value` now and the subject's learned
+    `baseline` for it, so a SIEM can filter and chart them (`reason` says the same for a person).
+    A signal is built only when a detector fires, never on the quiet path.
+    """
 
     detector: str
     kind: str
     score: float
     reason: str
+    feature: str | None = None
+    value: float | None = None
+    baseline: float | None = None
+    limit: float | None = None
 
 
 # Not frozen: one is built per subject of every event, and a frozen dataclass is four times
@@ -58,6 +71,9 @@ class SubjectContext:
 
 class Detector(Protocol):
     name: str
+    # Bumped whenever the detector's logic changes what it decides; alerts carry it, and the
+    # processor's `model_version` is derived from every detector's.
+    version: str
 
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         """A signal when the subject looks risky now, else None (always None while warming up)."""

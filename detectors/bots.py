@@ -89,6 +89,7 @@ class ScannerAgent:
     """
 
     name = "bot_ua"
+    version = "1"
 
     def __init__(
         self, first_score: float = 0.75, classifier: UserAgentClassifier | None = None
@@ -115,7 +116,10 @@ class ScannerAgent:
         if score < 0.05:
             return None
         requests = "1 request" if evidence.hits == 1 else f"{evidence.hits} requests"
-        return Signal(self.name, evidence.kind, score, f"{evidence.reason} on {requests}")
+        return Signal(
+            self.name, evidence.kind, score, f"{evidence.reason} on {requests}",
+            "scanner_requests", float(evidence.hits),
+        )  # fmt: skip
 
 
 class _Mimicry:
@@ -236,6 +240,7 @@ class BrowserMimicry:
     """
 
     name = "bot_behaviour"
+    version = "1"
     # Only anonymous clients claim to be people: see `_anonymous`.
     kinds = ("ip",)
     needs = ("memo",)
@@ -528,6 +533,7 @@ class CrawlerPace:
     """
 
     name = "crawler_pace"
+    version = "1"
     kinds = ("ip",)
     needs = ("memo",)
 
@@ -589,4 +595,7 @@ class CrawlerPace:
             f"declared crawler '{memo.name}' at {rate:.1f} requests/s "
             f"(polite pace {self.max_rate:g}/s)"
         )
-        return Signal(self.name, "aggressive_crawler", score, reason)
+        return Signal(
+            self.name, "aggressive_crawler", score, reason, "requests_per_s", round(rate, 3),
+            None, self.max_rate,
+        )  # fmt: skip

@@ -54,6 +54,7 @@ class BruteForce:
     """
 
     name = "bruteforce"
+    version = "1"
     update_kinds = ("consumer", "key")  # `update` learns the addresses credentials log in from
 
     def __init__(
@@ -104,7 +105,10 @@ class BruteForce:
             f"{failures:.0f} failed logins of {attempts:.0f} attempts "
             f"({ratio:.0%} failing, decay {AUTH_DECAY_TAU_S:.0f} s)"
         )
-        return Signal(self.name, kind, score, reason)
+        return Signal(
+            self.name, kind, score, reason, "failed_logins", round(failures, 3), None,
+            self.min_failures,
+        )  # fmt: skip
 
 
 class _Trait:
@@ -174,6 +178,7 @@ class DistributedStuffing:
     """
 
     name = "distributed_stuffing"
+    version = "1"
     judges_ranges = True
     # Addresses and ranges only: a campaign riding on an app's key is thousands of users' key.
     kinds = ("ip",)
@@ -230,7 +235,10 @@ class DistributedStuffing:
             f"{trait.attempts:.0f} logins failing from {addresses} addresses, "
             f"UA {event.user_agent[:40]!r}"
         )
-        return Signal(self.name, "distributed_credential_stuffing", self.weight, reason)
+        return Signal(
+            self.name, "distributed_credential_stuffing", self.weight, reason,
+            "failing_addresses", float(addresses), None, float(self.min_addresses),
+        )  # fmt: skip
 
     def update(self, state: SubjectState, event: GatewayEvent, ctx: SubjectContext) -> None:
         if is_range(ctx.subject) and event.status in (401, 403) and self.auth_routes(event.route):
@@ -241,9 +249,13 @@ class DistributedStuffing:
     def score(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         campaign = 0.0
         reason = ""
+        feature: str | None = None
+        value: float | None = None
+        limit: float | None = None
         if state.evidence is not None and (found := state.evidence.get(self.name)) is not None:
             campaign = min(1.0, found.value(ctx.now))
             reason = found.reason
+            feature, value = "campaign_logins", float(found.hits)
         spread = 0.0
         if is_range(ctx.subject) and state.memo is not None and self.name in state.memo:
             addresses = _distinct(int(state.memo[self.name]))  # type: ignore[call-overload]
@@ -256,7 +268,11 @@ class DistributedStuffing:
                         f"{failures:.0f} failed logins of {attempts:.0f} from {addresses} "
                         f"addresses in this range ({ratio:.0%} failing)"
                     )
+                    feature, value = "failing_addresses", float(addresses)
+                    limit = float(self.min_range_addresses)
         score = round(max(campaign, spread), 3)
         if score <= 0.0:
             return None
-        return Signal(self.name, "distributed_credential_stuffing", score, reason)
+        return Signal(
+            self.name, "distributed_credential_stuffing", score, reason, feature, value, None, limit
+        )

@@ -32,6 +32,9 @@ class Fusion:
     Verdict(score=0.478, action='tag', reasons=['anomaly: b', 'rate: a'], detector='anomaly')
     """
 
+    # Part of the processor's `model_version` with the detectors' versions: bump on logic changes.
+    version = "1"
+
     def __init__(
         self,
         tag: float = 0.3,

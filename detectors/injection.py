@@ -120,6 +120,7 @@ class InjectionDetector:
     """
 
     name = "injection"
+    version = "1"
 
     def __init__(
         self,
@@ -297,7 +298,9 @@ class InjectionDetector:
             f"{evidence.hits} injection finding{'s' if evidence.hits != 1 else ''} "
             f"(decayed weight {value:.2f}, decay {EVIDENCE_TAU_S:.0f} s); last: {evidence.reason}"
         )
-        return Signal(self.name, evidence.kind, score, reason)
+        return Signal(
+            self.name, evidence.kind, score, reason, "injection_findings", float(evidence.hits)
+        )
 
     def _evidence_score(self, value: float) -> float:
         knots = self._knots

@@ -94,6 +94,7 @@ class KeySharing:
     """
 
     name = "key_sharing"
+    version = "1"
     kinds = ("consumer", "key")
     needs = ("memo",)
 
@@ -154,4 +155,8 @@ class KeySharing:
             f"{self.period_s:.0f} s, {strangers} of them new with a new client; "
             f"usually at most {spread.usual:.0f}"
         )
-        return Signal(self.name, "key_sharing", score, reason)
+        # The value is what the limit applies to: networks, a stranger's counted three times.
+        return Signal(
+            self.name, "key_sharing", score, reason, "networks_weighted", float(weight),
+            spread.usual, limit,
+        )  # fmt: skip

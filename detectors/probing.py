@@ -194,6 +194,7 @@ class SensitiveProbing:
     """
 
     name = "probing"
+    version = "1"
 
     def __init__(
         self,
@@ -308,4 +309,6 @@ class SensitiveProbing:
             return None
         plural = "" if evidence.hits == 1 else "s"
         reason = f"{evidence.hits} sensitive-file/admin probe{plural}, last {evidence.reason}"
-        return Signal(self.name, "sensitive_file_probing", score, reason)
+        return Signal(
+            self.name, "sensitive_file_probing", score, reason, "probes", float(evidence.hits)
+        )

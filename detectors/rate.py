@@ -97,6 +97,7 @@ class RateAnomaly:
     """
 
     name = "rate"
+    version = "1"
     update_kinds = ("consumer", "key")  # `update` follows credentials' routes and networks
 
     def __init__(
@@ -166,11 +167,12 @@ class RateAnomaly:
         if current <= self.min_rate:
             return self._sustained(state, ctx)
         baseline = state.baseline
+        usual: float | None = None
         if baseline is None or baseline.windows < self.warmup_windows:
             limit = self.cold_limit
             basis = "no baseline yet"
         else:
-            mean = baseline.rate_mean
+            mean = usual = baseline.rate_mean
             std = math.sqrt(max(0.0, baseline.rate_var))
             limit = max(mean + self.sigmas * std, self.ratio * mean, self.min_rate)
             basis = f"baseline {mean:.1f}±{std:.1f}/s"
@@ -179,7 +181,7 @@ class RateAnomaly:
                 slow = baseline.rate_slow
                 slow_limit = max(self.slow_ratio * slow, self.min_rate)
                 if slow_limit < limit:
-                    limit = slow_limit
+                    limit, usual = slow_limit, slow
                     basis = f"long-run baseline {slow:.1f}/s"
         if current <= limit:
             return self._sustained(state, ctx)
@@ -189,7 +191,10 @@ class RateAnomaly:
             # Blocking an app's key blocks all its users: tell the upstream, judge the addresses.
             score = min(score, self.population_score)
             reason += ", a credential many networks share"
-        return Signal(self.name, "flood", score, reason)
+        return Signal(
+            self.name, "flood", score, reason, "requests_per_s", float(current),
+            None if usual is None else round(usual, 3), round(limit, 3),
+        )  # fmt: skip
 
     def _sustained(self, state: SubjectState, ctx: SubjectContext) -> Signal | None:
         """A quiet client turned busy: too slow per second for the window limits, but held for
@@ -218,4 +223,7 @@ class RateAnomaly:
             f"{rate:.1f} requests/s held over ~{SUSTAINED_TAU_S:.0f} s "
             f"(usually {usual:.2f}/s, limit {limit:.1f}/s)" + (" across its routes" if mixed else "")
         )
-        return Signal(self.name, "flood", score, reason)
+        return Signal(
+            self.name, "flood", score, reason, "held_requests_per_s", round(rate, 3),
+            round(usual, 3), round(limit, 3),
+        )  # fmt: skip

@@ -109,6 +109,7 @@ class ObjectWalk:
     """
 
     name = "object_walk"
+    version = "1"
     judges_ranges = True
     needs = ("memo",)
 
@@ -210,7 +211,10 @@ class ObjectWalk:
                 f"{n:.0f} object-id requests in ~{self.tau_s:.0f} s, {denied:.0%} answered 403/404, "
                 f"{sequential:.0%} in id order"
             )
-            return Signal(self.name, "bola_enumeration", min(1.0, score), reason)
+            return Signal(
+                self.name, "bola_enumeration", min(1.0, score), reason, "denied_share",
+                round(denied, 3), None, self.deny_ratio,
+            )  # fmt: skip
         # An API client reading many objects is often a sync job: judge it on its own habits,
         # with a much higher bar until those are known.
         if ctx.kind != "ip":
@@ -222,8 +226,10 @@ class ObjectWalk:
             # strictest limit. (A random key only buys the keyed limit, not a free pass.)
             limit = self.unnamed_rate
         baseline = state.baseline
+        usual: float | None = None
         if baseline is not None and baseline.windows >= 30:
-            limit = max(limit, self.baseline_ratio * baseline.rate_mean * self.tau_s)
+            usual = baseline.rate_mean * self.tau_s
+            limit = max(limit, self.baseline_ratio * usual)
         if shared:
             limit *= 3
         if objects <= limit * 0.5:
@@ -233,4 +239,7 @@ class ObjectWalk:
             f"{objects:.0f} distinct objects in ~{self.tau_s:.0f} s "
             f"(limit {limit:.0f} for this client), {sequential:.0%} in id order"
         )
-        return Signal(self.name, "scraping", score, reason)
+        return Signal(
+            self.name, "scraping", score, reason, "distinct_objects", round(objects, 3),
+            None if usual is None else round(usual, 3), round(limit, 3),
+        )  # fmt: skip

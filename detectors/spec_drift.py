@@ -126,6 +126,7 @@ class SpecDrift:
     """
 
     name = "spec_drift"
+    version = "1"
     needs = ("memo",)
 
     def __init__(
@@ -256,7 +257,10 @@ class SpecDrift:
         last = state.evidence.get(self.name) if state.evidence is not None else None
         if last is not None:
             reason += f"; last: {last.reason}"
-        return Signal(self.name, "shadow_endpoint_discovery", score, reason)
+        return Signal(
+            self.name, "shadow_endpoint_discovery", score, reason, "undocumented_endpoints",
+            round(distinct, 3), None, self.min_distinct,
+        )  # fmt: skip
 
     def findings(self) -> list[Finding]:
         """The drift found so far, most severe kind first (see `FindingLog`)."""

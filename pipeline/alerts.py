@@ -9,6 +9,11 @@ a few request ids as evidence.
 
 `id` is stable: the same decision change or finding redelivered (a worker restart replays
 envelopes after its last commit) has the same id, so downstream indexes deduplicate on it.
+Findings are aggregated per subject and reason code over a short window (`count` requests, the
+first few as `evidence`): the window's alert is written when it opens and again, same id, with
+the final count when it closes. Keep the record with the highest `count` per id (an upsert).
+
+Versions: 1.1 added `count`, `last_seen` and `client_ip` (all optional: a 1.0 record is valid).
 The JSON Schema of the record is `pipeline/schemas/alert.schema.json`, generated from this model
 (`python -m pipeline.alerts > pipeline/schemas/alert.schema.json`; a test keeps it in sync).
 """
@@ -35,7 +40,7 @@ __all__ = [
     "scope_of",
 ]
 
-ALERT_SCHEMA_VERSION = "1.0"
+ALERT_SCHEMA_VERSION = "1.1"
 AlertKind = Literal["decision", "finding", "operator"]
 Scope = Literal["consumer", "key", "ip", "range", "user", "route", "gateway"]
 Action = Literal["allow", "tag", "challenge", "block"]
@@ -72,7 +77,7 @@ class OperatorAction(BaseModel):
 class Alert(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal["1.0"] = ALERT_SCHEMA_VERSION
+    schema_version: Literal["1.0", "1.1"] = ALERT_SCHEMA_VERSION
     id: str = Field(description="Stable id: the same change or finding always has the same id")
     kind: AlertKind
     event_time: int = Field(description="epoch ms of the request (or action) behind the alert")
@@ -96,6 +101,11 @@ class Alert(BaseModel):
     detector_versions: dict[str, str] = Field(default_factory=dict)
     model_version: str = ""
     evidence: list[str] = Field(default_factory=list, description="A few request ids")
+    count: int = Field(
+        1, ge=1, description="Requests behind the alert (a finding's, aggregated over its window)"
+    )
+    last_seen: int | None = Field(None, description="epoch ms of the latest request counted")
+    client_ip: str | None = Field(None, description="Client address of the latest request")
     expires_at: int | None = Field(None, description="epoch ms the decision expires")
     operator: OperatorAction | None = None
 

@@ -141,6 +141,21 @@ class Settings(BaseSettings):
         100, ge=0, le=10_000, description="Longest a worker's fetch waits for new envelopes"
     )
 
+    # Alerts and worker metrics: what a worker writes to the alerts topic, where /metrics listens.
+    alerts_enabled: bool = Field(
+        True, description="Write alerts (decision changes, findings) to the alerts topic"
+    )
+    alerts_retention_ms: int = Field(
+        7 * 24 * 3600 * 1000, gt=0, description="retention.ms of the alerts topic when created"
+    )
+    alert_window_s: float = Field(
+        60.0, gt=0, le=3600, description="Findings of one subject and reason code in this much "
+        "event time become one alert with a count"
+    )
+    web_bind: str = Field(
+        "127.0.0.1", description="Address the worker's web server (/metrics) listens on"
+    )
+
 
 def to_environment(settings: Settings) -> dict[str, str]:
     """The GATEWATCH_* variables that give a child process (`python -m pipeline ...`) exactly

@@ -40,7 +40,17 @@ async def ensure_topics(settings: Settings) -> None:
             NewTopic(
                 names.decisions, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"}
             ),
-            NewTopic(names.alerts, 1, 1),
+            # Alerts are a log of findings for SIEMs and SOAR, not a state: never compacted,
+            # deleted after their retention.
+            NewTopic(
+                names.alerts,
+                1,
+                1,
+                topic_configs={
+                    "cleanup.policy": "delete",
+                    "retention.ms": str(settings.alerts_retention_ms),
+                },
+            ),
             NewTopic(names.dlq, 1, 1),
         ]
         missing = [t for t in wanted if t.name not in existing]

@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.web import Request, Response, View
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 
 from pipeline.config import Settings
 from pipeline.decisions import Overrides, RedisDecisions
 from pipeline.kafka import make_producer
+from pipeline.worker.metrics import WorkerMetrics
 from pipeline.worker.processor import build_processor
 from pipeline.worker.runtime import WorkerRuntime
 from pipeline.worker.transport import GatewatchApp
@@ -35,6 +38,7 @@ def create_worker_app(settings: Settings) -> faust.App:
         datadir=str(datadir),
         topic_disable_leader=True,
         web_port=settings.web_port,
+        web_bind=settings.web_bind,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         broker_session_timeout=10.0,
@@ -50,6 +54,9 @@ def create_worker_app(settings: Settings) -> faust.App:
         dlq_topic=settings.topics.dlq,
         max_subjects=settings.max_subjects,
         overrides=Overrides(redis, settings.redis_prefix),
+        alerts_topic=settings.topics.alerts if settings.alerts_enabled else None,
+        alert_window_s=settings.alert_window_s,
+        metrics=(metrics := WorkerMetrics()),
     )
     topic = app.topic(
         settings.topics.events,
@@ -67,6 +74,12 @@ def create_worker_app(settings: Settings) -> faust.App:
     async def detect(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             await runtime.handle(event.value, event.message.partition)
+            metrics.positions[event.message.partition] = event.message.offset + 1
+
+    @app.page("/metrics")
+    async def metrics_page(view: View, request: Request) -> Response:
+        metrics.refresh_consumer_lag(app.consumer, topic.get_topic_name())
+        return view.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # Faust revokes everything before each assignment; dropping state only for partitions that did
     # not come back keeps baselines across a rebalance that leaves this worker its partitions.

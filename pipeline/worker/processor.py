@@ -5,6 +5,7 @@ Workers, the benchmark and offline replay (`gatewatch replay` / `evaluate`) all 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detectors import Detector, Fusion, Signal, SubjectContext, Verdict, default_detectors
 from detectors.openapi import load_spec
@@ -24,6 +25,9 @@ from pipeline.config import Mode, Settings
 from pipeline.decisions import Decision
 from pipeline.events import GatewayEvent
 
+if TYPE_CHECKING:
+    from pipeline.worker.alerting import AlertCollector
+
 __all__ = [
     "DECISION_TTL_S",
     "GC_THRESHOLDS",
@@ -34,7 +38,6 @@ __all__ = [
     "range_subject",
 ]
 
-MODEL_VERSION = "gatewatch-0.2"
 # The detection step allocates several short-lived containers per event and builds no reference
 # cycles, so CPython's default collector (a pass every 700 net allocations, now and then one over
 # every subject's state) cost a quarter to a third of its CPU. Processes that run it (worker,
@@ -202,6 +205,10 @@ class Processor:
             score for _, needs, score in self._range_score_plan if needs == _ALWAYS
         ]
         self._evidence_calls = [(d.name, d.score) for d in self._evidence_only]
+        # A real version per detector (alerts carry them); decisions carry one model version that
+        # changes whenever any detector's or fusion's does.
+        self.detector_versions = {d.name: d.version for d in self.detectors}
+        self.model_version = model_version(self.detector_versions, self.fusion.version)
 
     def subjects_of(self, event: GatewayEvent, auth: bool) -> list[str]:
         subjects = event.subjects()
@@ -227,15 +234,17 @@ class Processor:
         *,
         wall_ms: int | None = None,
         on_event: Callable[[EventTrace], None] | None = None,
+        report: AlertCollector | None = None,
     ) -> list[Decision]:
         """Feed `events` to their subjects' states and return the decisions worth writing:
         escalations, and refreshes of standing ones past half-life (the latest per subject).
 
         With `on_event`, every event's subjects are judged right after it (slower: for replays
-        that explain each event)."""
+        that explain each event). `report` hears of per-request findings (and PII masked at
+        ingest) and of decision changes, to turn them into alerts."""
         if wall_ms is None and not self.event_clock:
             wall_ms = int(time.time() * 1000)
-        # subject -> [state, its kind, the route of its latest event in this batch]
+        # subject -> [state, its kind, its latest event in this batch]
         touched: dict[str, list[Any]] = {}
         decisions: dict[str, Decision] = {}
         now = 0.0
@@ -268,12 +277,12 @@ class Processor:
                             states.popitem(last=False)
                     else:
                         states.move_to_end(subject)
-                    touched[subject] = [state, kind, route]
+                    touched[subject] = [state, kind, event]
                 else:
                     # Already fetched in this batch: use it as is, without refreshing its place in
                     # the store's eviction order.
                     state = known[0]
-                    known[2] = route
+                    known[2] = event
                 ranged = "/" in subject
                 updates = range_update_calls if ranged else kind_update_calls[kind]
                 if updates:
@@ -286,7 +295,7 @@ class Processor:
                     # not become the baseline before any detector has seen it. (A quiet one is
                     # judged with the rest of the batch.)
                     clock_ms = event.ts_ms if wall_ms is None else wall_ms
-                    self._evaluate(subject, kind, state, route, t, clock_ms, decisions)
+                    self._evaluate(subject, kind, state, event, t, clock_ms, decisions, report)
                 state.observe_at(t, event, auth, baseline_after, fading_factor)
                 if findings:
                     for finding in findings:
@@ -294,14 +303,18 @@ class Processor:
                             state.note(
                                 finding.detector, finding.score, t, finding.kind, finding.reason
                             )
+            if report is not None and (findings or event.pii):
+                report.event(event, subjects, findings)
             if t > now:
                 now = t
             if on_event is not None:
                 clock_ms = event.ts_ms if wall_ms is None else wall_ms
-                on_event(self._trace(event, subjects, findings, store, t, clock_ms, decisions))
+                on_event(
+                    self._trace(event, subjects, findings, store, t, clock_ms, decisions, report)
+                )
         end_ms = int(now * 1000) if wall_ms is None else wall_ms
-        for subject, (state, kind, route) in touched.items():
-            self._evaluate(subject, kind, state, route, now, end_ms, decisions)
+        for subject, (state, kind, last) in touched.items():
+            self._evaluate(subject, kind, state, last, now, end_ms, decisions, report)
         return list(decisions.values())
 
     def _trace(
@@ -313,6 +326,7 @@ class Processor:
         t: float,
         clock_ms: int,
         decisions: dict[str, Decision],
+        report: AlertCollector | None,
     ) -> EventTrace:
         signals = list(findings)
         verdict = Verdict(0.0, "allow", [], "")
@@ -322,7 +336,7 @@ class Processor:
                 continue
             kind = subject.partition(":")[0]
             subject_verdict = self._evaluate(
-                subject, kind, state, event.route, t, clock_ms, decisions
+                subject, kind, state, event, t, clock_ms, decisions, report
             )
             if subject_verdict is None:
                 continue
@@ -336,11 +350,13 @@ class Processor:
         subject: str,
         kind: str,
         state: SubjectState,
-        route: str,
+        event: GatewayEvent,
         now: float,
         wall_ms: int,
         out: dict[str, Decision],
+        report: AlertCollector | None = None,
     ) -> tuple[Verdict, list[Signal]] | None:
+        """Judge `subject` now; `event` is its latest request (its route picks the policy)."""
         ctx = SubjectContext(subject, kind, now)
         signals: list[Signal] = []
         ranged = "/" in subject
@@ -373,13 +389,16 @@ class Processor:
             state.action = "allow"  # the standing decision has expired in Redis too
         if not signals:
             return None
-        rules = self.policy.for_route(route)
+        rules = self.policy.for_route(event.route)
         verdict = self.fusion.fuse(signals, rules.thresholds(self.fusion.thresholds))
         state.flagged = state.flagged or verdict.action != "allow"
         if subject not in self.allowed:
+            standing = state.action
             decision = self._decide(subject, state, verdict, rules.mode_for(subject, self.mode), wall_ms)
             if decision is not None:
                 out[subject] = decision
+                if report is not None and decision.action != standing:
+                    report.decision(subject, event, signals, decision)
         return verdict, signals
 
     def _decide(
@@ -400,12 +419,23 @@ class Processor:
             action=action,
             reasons=verdict.reasons,
             detector=verdict.detector,
-            model_version=MODEL_VERSION,
+            model_version=self.model_version,
             mode=mode,
             updated_at=wall_ms,
             expires_at=wall_ms + ttl_ms,
             rate_limit=recommended_limit(state.baseline),
         )
+
+
+def model_version(detector_versions: Mapping[str, str], fusion_version: str) -> str:
+    """One label for the whole detection step: a digest of every detector's version and fusion's.
+
+    >>> model_version({"rate": "1", "bruteforce": "1"}, "1")
+    'gatewatch-643c53f1'
+    """
+    parts = sorted(detector_versions.items()) + [("fusion", fusion_version)]
+    digest = hashlib.sha256(";".join(f"{n}={v}" for n, v in parts).encode()).hexdigest()
+    return f"gatewatch-{digest[:8]}"
 
 
 def build_processor(

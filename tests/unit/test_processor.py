@@ -14,7 +14,6 @@ from pipeline.decisions import Decision
 from pipeline.events import GatewayEvent
 from pipeline.worker.processor import (
     DECISION_TTL_S,
-    MODEL_VERSION,
     Processor,
     StateStore,
     range_subject,
@@ -63,7 +62,7 @@ def test_credential_stuffing_is_blocked(processor: Processor, store: StateStore)
     assert decision.detector == "bruteforce"
     assert "failed logins" in decision.reasons[0]
     assert decision.mode == "enforce"
-    assert decision.model_version == MODEL_VERSION
+    assert decision.model_version == processor.model_version
     assert decision.updated_at == WALL
     assert decision.expires_at - decision.updated_at == 600_000
 
@@ -240,7 +239,7 @@ def test_decision_redis_roundtrip_of_odd_reasons() -> None:
         action="challenge",
         reasons=['rate: "quoted", comma, ±unicode', ""],
         detector="rate",
-        model_version=MODEL_VERSION,
+        model_version="gatewatch-643c53f1",
         mode="shadow",
         updated_at=1,
         expires_at=2,
