@@ -23,6 +23,7 @@ from pipeline.incidents.cli import incident_command, incidents_command
 from pipeline.report.cli import report_command
 from pipeline.simulator.cli import simulate_command
 from pipeline.logs import configure_logging
+from sinks.command import sink_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -356,6 +357,7 @@ app.command("evaluate")(evaluate_command)
 app.command("incidents")(incidents_command)
 app.command("incident")(incident_command)
 app.command("report")(report_command)
+app.command("sink")(sink_command)
 
 
 def _print_summary(console: Console, result: object) -> None:

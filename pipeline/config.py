@@ -118,11 +118,11 @@ class Settings(BaseSettings):
     incident_retention_s: float = Field(
         7 * 86400, gt=0, description="Incidents, their keys and consumed alert ids expire after it"
     )
-    report_webhook_url: str = Field("", description="`report --deliver webhook` POSTs here")
+    report_webhook_url: str = Field("", description="`gatewatch report --webhook` POSTs here")
     report_webhook_token: SecretStr = Field(
         SecretStr(""), description="Bearer token for the report webhook (none sent when empty)"
     )
-    smtp_host: str = Field("", description="SMTP server for `report --deliver email`")
+    smtp_host: str = Field("", description="SMTP server for `gatewatch report --email`")
     smtp_port: int = Field(587, gt=0, lt=65536)
     smtp_starttls: bool = Field(True, description="Upgrade the SMTP connection with STARTTLS")
     smtp_ssl: bool = Field(False, description="Implicit TLS (port 465) instead of STARTTLS")
@@ -133,6 +133,65 @@ class Settings(BaseSettings):
     report_email_to: list[str] = Field(
         default_factory=list, description="Report recipients (a JSON list in the environment)"
     )
+
+    # Sinks (`gatewatch sink NAME`, sinks/runner.py): how every sink reads gatewatch.alerts.
+    # Each sink's own settings are GATEWATCH_SINK_<NAME>_*, grouped below by sink.
+    sink_batch_max_alerts: int = Field(500, gt=0, description="A batch ends at this many alerts")
+    sink_batch_max_bytes: int = Field(
+        4 * 1024 * 1024, gt=0, description="...or at this many bytes of alert JSON"
+    )
+    sink_batch_linger_ms: int = Field(
+        200, ge=0, description="...or this long after its first alert arrived"
+    )
+    sink_max_in_flight: int = Field(
+        1, gt=0, le=64, description="Batches sent at once (order across batches is then lost)"
+    )
+    sink_backoff_initial_s: float = Field(0.2, gt=0, description="First retry wait")
+    sink_backoff_max_s: float = Field(30.0, gt=0, description="Longest retry wait (jittered)")
+    sink_start: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a sink with no cursor yet starts on the alerts topic"
+    )
+
+    # Sink `kafka`: alerts re-published to another topic or cluster for SOAR consumers.
+    sink_kafka_topic: str = Field("", description="Topic the alerts are published to")
+    sink_kafka_bootstrap: str = Field("", description="Bootstrap servers; empty = GATEWATCH_KAFKA")
+    sink_kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    sink_kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sink_kafka_username: str = ""
+    sink_kafka_password: SecretStr = SecretStr("")
+    sink_kafka_ca_file: str | None = Field(None, description="PEM CA of the cluster (SSL)")
+
+    # Sink `splunk`: Splunk HTTP Event Collector.
+    sink_splunk_url: str = Field("", description="HEC base URL, e.g. https://splunk:8088")
+    sink_splunk_token: SecretStr = Field(SecretStr(""), description="HEC token (required)")
+    sink_splunk_index: str = Field("", description="Index; empty = the token's default index")
+    sink_splunk_source: str = "gatewatch"
+    sink_splunk_sourcetype: str = "gatewatch:alert"
+    sink_splunk_host: str = Field("", description="host field; empty = the alert's node/gateway")
+    sink_splunk_gzip: bool = True
+    sink_splunk_ack: bool = Field(False, description="Indexer acknowledgement (token has it on)")
+    sink_splunk_channel: str = Field("", description="Ack channel GUID; empty = a new one per run")
+    sink_splunk_ack_timeout_s: float = Field(
+        60.0, gt=0, description="A batch not acknowledged by then is sent again"
+    )
+    sink_splunk_ca_file: str | None = Field(None, description="PEM CA of the HEC endpoint")
+    sink_splunk_timeout_s: float = Field(30.0, gt=0, description="One request's timeout")
+
+    # Sink `elastic`: Elasticsearch / OpenSearch `_bulk` into a data stream, ECS documents.
+    sink_elastic_url: str = Field("", description="Cluster URL, e.g. https://es:9200")
+    sink_elastic_data_stream: str = Field(
+        "logs-gatewatch.alerts-default", description="Data stream (index template must exist)"
+    )
+    sink_elastic_api_key: SecretStr = Field(
+        SecretStr(""), description="API key (base64 id:key, as Elasticsearch returns it `encoded`)"
+    )
+    sink_elastic_username: str = Field("", description="Basic auth user, when no API key")
+    sink_elastic_password: SecretStr = SecretStr("")
+    sink_elastic_gzip: bool = True
+    sink_elastic_ca_file: str | None = Field(None, description="PEM CA of the cluster")
+    sink_elastic_timeout_s: float = Field(30.0, gt=0, description="One request's timeout")
 
     # Worker
     worker_id: str = "gatewatch-worker"
