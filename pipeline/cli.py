@@ -330,23 +330,30 @@ def demo(
     seed: Annotated[int, typer.Option(help="Traffic seed")] = 7,
     baseline_s: Annotated[float, typer.Option(help="Seconds of normal traffic first")] = 20.0,
     attack_s: Annotated[float, typer.Option(help="Seconds the attacks last")] = 15.0,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the HTML report here (default: with the logs)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the whole pipeline on this machine and watch two attacks get blocked."""
+    from pipeline.demo.incidents import incidents_ok, print_incidents
     from pipeline.demo.run import DemoOptions, run_demo
 
     configure_logging("warning")
     # With --json, stdout carries only the result line; progress goes to stderr.
     console = Console(stderr=as_json)
     options = DemoOptions(
-        kafka=kafka, redis_url=redis, seed=seed, baseline_s=baseline_s, attack_s=attack_s
+        kafka=kafka, redis_url=redis, seed=seed, baseline_s=baseline_s, attack_s=attack_s,
+        report=report,
     )
     result = asyncio.run(run_demo(options, console))
     if as_json:
         sys.stdout.write(orjson.dumps(result.as_dict()).decode() + "\n")
     else:
         _print_summary(console, result)
+        print_incidents(console, result)
     ok = set(result.attack_subjects) <= set(result.blocked_subjects) and result.false_blocks == 0
+    ok = ok and incidents_ok(result)
     raise typer.Exit(0 if ok else 1)
 
 

@@ -310,6 +310,12 @@ def _steps(
             "a campaign across ranges: require step-up (MFA/CAPTCHA) on "
             f"{routes[0] if routes else 'the login route'}"
         )
+    if family == "credential" and acted:
+        steps.append(
+            f"look for a successful login on {routes[0] if routes else 'the login route'} from "
+            f"{acted[0] if len(acted) == 1 else 'these addresses'} after the failures (a taken "
+            "over account) and reset what it reached"
+        )
     if family == "key_sharing":
         steps.append(f"rotate {consumers[0] if consumers else 'the shared key'} and tell its owner")
     if family == "spec_drift":

@@ -362,8 +362,6 @@ async def test_structured_reasons_without_a_known_detector_still_have_a_family()
 
 
 async def test_a_finding_window_coming_back_with_a_higher_count_only_recounts():
-    if "count" not in make_alert().model_fields_set | set(type(make_alert()).model_fields):
-        pytest.skip("Alert schema 1.0 has no request count")
     opening = make_alert(
         detector="injection", code="sqli", kind="finding", count=3, evidence=["r1"]
     )
@@ -378,3 +376,12 @@ async def test_a_finding_window_coming_back_with_a_higher_count_only_recounts():
         [incident] = await store.recent()
         assert (incident.alerts, incident.requests, incident.last_ms) == (1, 40, T0 + 50_000)
         assert incident.evidence == ["r1", "r2"]
+
+
+async def test_a_credential_attack_already_blocked_asks_to_check_for_a_takeover():
+    _, [incident] = await build([make_alert(subject="ip:198.51.100.9")])
+    s = summarize(incident, now_ms=T0, quiet_s=QUIET_S)
+    assert s.next_step == (
+        "look for a successful login on /v1/login from ip:198.51.100.9 after the failures "
+        "(a taken over account) and reset what it reached"
+    )
