@@ -78,8 +78,8 @@ class Incident:
         bump("mode", alert.mode)
         for name in families:
             bump("family", name)
-        for reason in alert.reasons:
-            bump("code", reason.code)
+        for reason in alert.reasons if alert.kind != "operator" else ():
+            bump("code", reason.code)  # an operator's "reason code" is its action, shown apart
         if alert.route:
             bump("route", alert.route)
         for ua in user_agents_of(alert):

@@ -33,6 +33,20 @@ def make_alert(
     reasons: list[AlertReason] | None = None,
     **extra: Any,
 ) -> Alert:
+    if reasons is None and operator is not None:  # as the operator audit writes them
+        text = f"{operator.action} by {operator.actor}"
+        reasons = [
+            AlertReason(
+                detector="operator",
+                code=operator.action,
+                text=text,
+                score=score,
+                feature=None,
+                value=None,
+                baseline=None,
+                limit=None,
+            )
+        ]
     if reasons is None:
         reasons = [
             AlertReason(
@@ -62,7 +76,7 @@ def make_alert(
         severity=severity,  # type: ignore[arg-type]
         score=score,
         detector=detector,
-        reasons=[] if kind == "operator" else reasons,
+        reasons=reasons,
         attack=attack if attack is not None else ["T1110.004"] if detector == "bruteforce" else [],
         evidence=evidence or [],
         operator=operator,

@@ -313,6 +313,7 @@ async def test_an_operator_allow_override_marks_a_false_positive():
     _, [incident] = await build(alerts)
     s = summarize(incident, now_ms=T0 + MIN, quiet_s=QUIET_S)
     assert s.operator == "override_allow consumer:partner-7 by alice: 'nightly sync'"
+    assert "override_allow" not in s.what and s.families == ["flood"]
     assert s.next_step.startswith("consumer:partner-7 allow-listed by an operator")
     assert s.done == "blocked 1 consumer (enforce)"
 
