@@ -11,7 +11,7 @@ exact number of distinct subjects is counted apart, by the store).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -87,8 +87,11 @@ class Incident:
         for technique in alert.attack:
             bump("attack", technique)
         self._merge_subject(alert.subject, _subject_of(alert))
-        self.evidence = sorted(set(self.evidence) | set(alert.evidence))[:MAX_EVIDENCE]
-        self._merge_timeline([_entry(alert, families)])
+        if alert.evidence:
+            self.evidence = sorted(set(self.evidence) | set(alert.evidence))[:MAX_EVIDENCE]
+        self.timeline.append(_entry(alert, families))
+        if len(self.timeline) > 2 * (TIMELINE_HEAD + TIMELINE_TAIL):
+            self._merge_timeline([])
 
     def recount(self, alert: Alert, known: int) -> None:
         """The same alert again with a higher request count (a finding window closing): only
@@ -131,16 +134,35 @@ class Incident:
     def _bump(self, counter: str, name: str, n: int = 1) -> None:
         values = self.counts.setdefault(counter, {})
         values[name] = values.get(name, 0) + n
-        if len(values) > MAX_COUNTED:
-            del values[min(values, key=lambda k: (values[k], k))]
+        if len(values) > 2 * MAX_COUNTED:  # pruned in bulk: a bound, not a per-alert cost
+            self._prune_counter(counter)
+
+    def _prune_counter(self, counter: str) -> None:
+        values = self.counts[counter]
+        kept = sorted(values, key=lambda k: (-values[k], k))[:MAX_COUNTED]
+        self.counts[counter] = {k: values[k] for k in kept}
+
+    def _prune_subjects(self) -> None:
+        """Keep the strongest `MAX_SUBJECTS` (the store counts all of them apart)."""
+        subjects = self.subjects
+        kept = sorted(subjects, key=lambda s: (_strength(subjects[s]), s), reverse=True)
+        self.subjects = {s: subjects[s] for s in kept[:MAX_SUBJECTS]}
+
+    def compact(self) -> None:
+        """Apply every bound and put the timeline in order (done before it is stored)."""
+        for counter, values in list(self.counts.items()):
+            if len(values) > MAX_COUNTED:
+                self._prune_counter(counter)
+        if len(self.subjects) > MAX_SUBJECTS:
+            self._prune_subjects()
+        self._merge_timeline([])
 
     def _merge_subject(self, subject: str, new: dict[str, Any]) -> None:
         old = self.subjects.get(subject)
         if old is None:
             self.subjects[subject] = new
-            if len(self.subjects) > MAX_SUBJECTS:
-                weakest = min(self.subjects, key=lambda s: (_strength(self.subjects[s]), s))
-                del self.subjects[weakest]
+            if len(self.subjects) > 2 * MAX_SUBJECTS:
+                self._prune_subjects()
             return
         old["alerts"] += new["alerts"]
         old["requests"] += new["requests"]
@@ -166,7 +188,8 @@ class Incident:
         self.timeline = ordered
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        self.compact()
+        return orjson.dumps(self)  # orjson writes dataclasses (and tuples as lists) itself
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Incident:
