@@ -55,8 +55,10 @@ def _digests(seeds: list[int], minutes: float) -> dict[str, dict[str, Any]]:
             self.items += 1
 
         def add_decisions(self, decisions: list[Any]) -> None:
+            # `model_version` is a label of the detectors' versions, not a decision: a version
+            # bump must not hide that the decisions themselves are the same.
             for d in decisions:
-                self.add(d.model_dump())
+                self.add(d.model_dump(exclude={"model_version"}))
 
         def result(self) -> dict[str, Any]:
             return {"items": self.items, "sha256": self.hash.hexdigest()[:16]}

@@ -4,8 +4,10 @@ Pre-loads the events topic with envelopes of simulated Kong traffic (parsed and 
 same code as the collector, attacks included so decisions are written), then starts one
 `gatewatch worker` and times it from its first processed event to the last, reading the counters
 the worker keeps in Redis. Also reports the detection step alone, in process, without I/O.
+Alerts are on as in production (counted from the worker's /metrics); `--alerts off` runs the
+same worker without them, to measure what they cost.
 
-    .venv/bin/python bench/throughput.py [--events 200000] [--json]
+    .venv/bin/python bench/throughput.py [--events 200000] [--alerts on|off] [--json]
 
 Uses the embedded stack unless --kafka and --redis are given.
 """
@@ -21,7 +23,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
@@ -39,6 +43,7 @@ from pipeline.decisions import RedisDecisions  # noqa: E402
 from pipeline.events import GatewayEvent  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
 from pipeline.stack import EmbeddedStack, free_port, stop_process  # noqa: E402
+from pipeline.worker.alerting import AlertCollector  # noqa: E402
 from pipeline.worker.processor import GC_THRESHOLDS, Processor, StateStore  # noqa: E402
 
 PARTITIONS = 4
@@ -51,10 +56,12 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def processor_eps(events: list[GatewayEvent]) -> float:
-    """Events/s of the detection step alone, with the collector thresholds a worker runs with."""
+def processor_eps(events: list[GatewayEvent], alerts: bool) -> float:
+    """Events/s of the detection step alone (alerts built when on, not sent), with the collector
+    thresholds a worker runs with."""
     processor = Processor(detectors=default_detectors(), fusion=Fusion(), mode="enforce")
     stores: dict[int, StateStore] = {}
+    collectors: dict[int, AlertCollector] = {}
     by_partition: dict[int, list[GatewayEvent]] = {}
     for e in events:
         by_partition.setdefault(
@@ -66,8 +73,15 @@ def processor_eps(events: list[GatewayEvent]) -> float:
         start = time.perf_counter()
         for p, evs in by_partition.items():
             store = stores.setdefault(p, StateStore(500_000))
+            collector = collectors.setdefault(p, AlertCollector(processor, store, partition=p))
             for i in range(0, len(evs), ENVELOPE):
-                processor.process(evs[i : i + ENVELOPE], store)
+                batch = evs[i : i + ENVELOPE]
+                if alerts:
+                    collector.begin(batch)
+                    processor.process(batch, store, report=collector)
+                    collector.take()
+                else:
+                    processor.process(batch, store)
         return len(events) / (time.perf_counter() - start)
     finally:
         gc.set_threshold(*thresholds)
@@ -99,10 +113,24 @@ async def preload(settings: Settings, events: list[GatewayEvent]) -> int:
     return records
 
 
-async def run_worker(settings: Settings, total: int, console: Console) -> dict[str, float]:
+async def alerts_emitted(web_port: int) -> dict[str, int]:
+    """`gatewatch_alerts_emitted_total` by kind, from the worker's /metrics."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{web_port}/metrics") as resp:
+            text = await resp.text()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("gatewatch_alerts_emitted_total{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('kind="', 1)[1].split('"', 1)[0]] = int(float(value))
+    return out
+
+
+async def run_worker(settings: Settings, total: int, console: Console) -> dict[str, Any]:
+    web_port = free_port()
     # PYTHONPATH: the worker must run this checkout's code, not whichever one is installed.
     env = os.environ | to_environment(
-        settings.model_copy(update={"mode": "enforce", "web_port": free_port()})
+        settings.model_copy(update={"mode": "enforce", "web_port": web_port})
     ) | {"PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing begins
         [sys.executable, "-m", "pipeline", "worker"],
@@ -130,6 +158,7 @@ async def run_worker(settings: Settings, total: int, console: Console) -> dict[s
         done = time.monotonic()
         done_cpu = _cpu_s(proc.pid)
         stats = await decisions.stats()
+        alerts = await alerts_emitted(web_port)
     finally:
         stop_process(proc, timeout_s=30)
         await redis.aclose()
@@ -142,6 +171,7 @@ async def run_worker(settings: Settings, total: int, console: Console) -> dict[s
         "worker_cpu_us_per_event": round((done_cpu - cpu0) / max(processed - n0, 1) * 1e6, 2),
         "events_processed": processed,
         "decisions_written": stats.get("decisions_written", 0),
+        "alerts_written": alerts,
     }
 
 
@@ -151,6 +181,8 @@ async def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--kafka")
     ap.add_argument("--redis")
+    ap.add_argument("--alerts", choices=("on", "off"), default="on",
+                    help="write alerts (as in production) or not, to measure what they cost")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     console = Console(stderr=True)
@@ -158,7 +190,7 @@ async def main() -> None:
     with console.status("simulating traffic"):
         events = demo_events(args.events, args.seed, attacks=True, key=b"bench-key")
     with console.status("timing the detection step in process"):
-        in_process = processor_eps(events)
+        in_process = processor_eps(events, alerts=args.alerts == "on")
 
     stack = None if args.kafka and args.redis else EmbeddedStack().start()
     try:
@@ -169,8 +201,10 @@ async def main() -> None:
             redis_prefix=f"gwbench:{suffix}:",
             partitions=PARTITIONS,
             worker_id=f"gatewatch-bench-{suffix}",
+            alerts_enabled=args.alerts == "on",
         )
         settings.topics.events = f"bench-{suffix}.events"
+        settings.topics.alerts = f"bench-{suffix}.alerts"
         with console.status("pre-loading the events topic"):
             records = await preload(settings, events)
         figures = await run_worker(settings, len(events), console)
@@ -179,6 +213,7 @@ async def main() -> None:
             stack.stop()
 
     result = {
+        "alerts": args.alerts,
         "events": len(events),
         "envelopes": records,
         "processor_eps": round(in_process, 1),
@@ -188,7 +223,8 @@ async def main() -> None:
         print(orjson.dumps(result).decode())
     else:
         for key, value in result.items():
-            console.print(f"{key:>18}: {value:,}")
+            shown = f"{value:,}" if isinstance(value, int | float) else str(value)
+            console.print(f"{key:>18}: {shown}")
 
 
 if __name__ == "__main__":

@@ -229,7 +229,7 @@ class ObjectWalk:
         usual: float | None = None
         if baseline is not None and baseline.windows >= 30:
             usual = baseline.rate_mean * self.tau_s
-            limit = max(limit, self.baseline_ratio * usual)
+            limit = max(limit, self.baseline_ratio * baseline.rate_mean * self.tau_s)
         if shared:
             limit *= 3
         if objects <= limit * 0.5:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from typing import Literal
+from typing import Final, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,7 +40,7 @@ __all__ = [
     "scope_of",
 ]
 
-ALERT_SCHEMA_VERSION = "1.1"
+ALERT_SCHEMA_VERSION: Final = "1.1"
 AlertKind = Literal["decision", "finding", "operator"]
 Scope = Literal["consumer", "key", "ip", "range", "user", "route", "gateway"]
 Action = Literal["allow", "tag", "challenge", "block"]

@@ -20,9 +20,10 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from detectors.base import Signal
-from pipeline.alerts import Alert, AlertReason, alert_id, scope_of
+from pipeline.alerts import Action, Alert, AlertReason, Severity, alert_id, scope_of
 from pipeline.decisions import Decision
 from pipeline.events import GatewayEvent
 from pipeline.mitre import attack_ids
@@ -61,13 +62,28 @@ _NAMES = {
     "undocumented_method": "undocumented method",
     "pii_in_url": "PII in URL",
 }
+# How a reason code reads in a title, where its name is not plain enough.
+_WORDS = {
+    "sqli": "SQL injection",
+    "xss": "XSS",
+    "lfi": "path traversal",
+    "rce": "command injection",
+    "ssrf": "SSRF",
+}
 PII_DETECTOR = "redaction"  # the collector masks it (pipeline/ingest/redaction.py)
-_SEVERITY_BY_ACTION = {"block": "high", "challenge": "medium", "tag": "low", "allow": "info"}
+_SEVERITY_BY_ACTION: dict[str, Severity] = {
+    "block": "high",
+    "challenge": "medium",
+    "tag": "low",
+    "allow": "info",
+}
 MAX_RING_SUBJECTS = 10_000
 
 
-def _severity(score: float) -> str:
-    return "high" if score >= 0.85 else "medium" if score >= 0.6 else "low" if score >= 0.3 else "info"
+def _severity(score: float) -> Severity:
+    if score >= 0.85:
+        return "high"
+    return "medium" if score >= 0.6 else "low" if score >= 0.3 else "info"
 
 
 def _title_head(action: str, mode: str, subject: str) -> str:
@@ -85,8 +101,9 @@ def _tenant(event: GatewayEvent) -> str | None:
         return None
     tenant = attrs.get("tenant") or attrs.get("workspace_name")
     if tenant is None and "organization.name" in attrs:  # Apigee: organisation/environment
-        tenant = "/".join(str(attrs[k]) for k in ("organization.name", "environment.name")
-                          if attrs.get(k))  # fmt: skip
+        tenant = "/".join(
+            str(attrs[k]) for k in ("organization.name", "environment.name") if attrs.get(k)
+        )
     return str(tenant) if tenant else None
 
 
@@ -143,11 +160,10 @@ class AlertCollector:
         for finding in findings:
             about = REPORTED.get(finding.kind)
             if about is not None:
-                subject = (
-                    event.partition_subject() if about == "client" else f"route:{event.route}"
+                subject = event.partition_subject() if about == "client" else f"route:{event.route}"
+                self.windows.add(
+                    subject, finding.kind, finding.detector, finding.score, finding.reason, event
                 )
-                self.windows.add(subject, finding.kind, finding.detector, finding.score,
-                                 finding.reason, event)  # fmt: skip
         if event.pii:
             reason = f"{', '.join(event.pii)} masked in the URL of {event.method} {event.route}"
             self.windows.add(f"route:{event.route}", "pii_in_url", PII_DETECTOR, 0.0, reason, event)
@@ -214,7 +230,7 @@ class AlertCollector:
         ranked = sorted(signals, key=lambda s: s.score, reverse=True)
         versions = self.processor.detector_versions
         top = ranked[0].kind if ranked else decision.detector
-        mode, action = decision.mode, decision.action
+        mode, action = decision.mode, cast(Action, decision.action)
         return Alert(
             id=alert_id("decision", subject, action, mode, event.ts_ms, event.request_id or ""),
             kind="decision",
@@ -227,11 +243,11 @@ class AlertCollector:
             node=event.node,
             service=event.service,
             route=event.route,
-            action=action,  # type: ignore[arg-type]
+            action=action,
             mode=mode,
             enforced=mode in ("challenge", "enforce"),
-            title=f"{_title_head(action, mode, subject)}: {top.replace('_', ' ')}",
-            severity=_SEVERITY_BY_ACTION[action],  # type: ignore[arg-type]
+            title=f"{_title_head(action, mode, subject)}: {_WORDS.get(top, top.replace('_', ' '))}",
+            severity=_SEVERITY_BY_ACTION[action],
             score=decision.score,
             detector=decision.detector,
             reasons=[_reason(s) for s in ranked],
@@ -250,7 +266,7 @@ class AlertCollector:
         subject = w.subject
         client = REPORTED.get(w.code) == "client"
         state = self.store.peek(subject) if client else None
-        action = state.action if state is not None else "allow"
+        action = cast(Action, state.action) if state is not None else "allow"
         processor = self.processor
         mode = processor.policy.for_route(first.route).mode_for(subject, processor.mode)
         name = _NAMES.get(w.code, w.code.replace("_", " "))
@@ -270,16 +286,22 @@ class AlertCollector:
             node=first.node,
             service=first.service,
             route=first.route,
-            action=action,  # type: ignore[arg-type]
+            action=action,
             mode=mode,
             enforced=action != "allow" and mode in ("challenge", "enforce"),
             title=f"{name}{where}{many}",
-            severity="low" if w.code == "pii_in_url" else _severity(w.score),  # type: ignore[arg-type]
+            severity="low" if w.code == "pii_in_url" else _severity(w.score),
             score=round(w.score, 3),
             detector=w.detector,
             reasons=[
-                AlertReason(detector=w.detector, code=w.code, text=text, score=round(w.score, 3),
-                            feature="requests", value=float(w.count))  # fmt: skip
+                AlertReason(
+                    detector=w.detector,
+                    code=w.code,
+                    text=text,
+                    score=round(w.score, 3),
+                    feature="requests",
+                    value=float(w.count),
+                )
             ],
             attack=attack_ids([w.code]),
             detector_versions={w.detector: version} if version is not None else {},

@@ -95,8 +95,9 @@ class FindingWindows:
         key = (subject, code, start)
         window = self._open.get(key)
         if window is None:
-            window = self._open[key] = FindingWindow(subject, code, detector, start, event, reason,
-                                                     score)  # fmt: skip
+            window = self._open[key] = FindingWindow(
+                subject, code, detector, start, event, reason, score
+            )
             self._fresh.append(window)
             if len(self._open) > self.max_open:
                 self._closing.append(self._open.popitem(last=False)[1])

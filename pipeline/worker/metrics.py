@@ -129,7 +129,7 @@ class WorkerMetrics:
             self.alerts.labels(a.kind).inc()
 
     def dead_letter(self, reason: str) -> None:
-        """An envelope parked on the dead-letter topic (`reason`: bad_envelope, processing_failed)."""
+        """An envelope parked on the dead-letter topic (`bad_envelope`, `processing_failed`)."""
         self.envelopes.inc()
         self.dead_letters.labels(reason).inc()
 

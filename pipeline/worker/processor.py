@@ -433,7 +433,7 @@ def model_version(detector_versions: Mapping[str, str], fusion_version: str) -> 
     >>> model_version({"rate": "1", "bruteforce": "1"}, "1")
     'gatewatch-643c53f1'
     """
-    parts = sorted(detector_versions.items()) + [("fusion", fusion_version)]
+    parts = [*sorted(detector_versions.items()), ("fusion", fusion_version)]
     digest = hashlib.sha256(";".join(f"{n}={v}" for n, v in parts).encode()).hexdigest()
     return f"gatewatch-{digest[:8]}"
 
