@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     sink_kafka_username: str = ""
     sink_kafka_password: SecretStr = SecretStr("")
     sink_kafka_ca_file: str | None = Field(None, description="PEM CA of the cluster (SSL)")
+    sink_kafka_idempotent: bool = Field(
+        True, description="Idempotent producer (the broker must grant producer ids)"
+    )
 
     # Sink `splunk`: Splunk HTTP Event Collector.
     sink_splunk_url: str = Field("", description="HEC base URL, e.g. https://splunk:8088")

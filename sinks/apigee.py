@@ -1,15 +1,18 @@
 """Decision changes → Apigee's cache, through the gatewatch decision-ingest proxy.
 
-Apigee cannot read Redis, so decisions are pushed: this sink follows the Redis decision stream
-(the same one Kong nodes sync from) and POSTs each change to the ingest proxy, which stores it with
+Apigee cannot read Redis, so decisions are pushed to the ingest proxy, which stores each with
 PopulateCache (cache `gatewatch-decisions`, prefix `gatewatch`, so Apigee's key is
-`gatewatch__<subject>`) for the decision's remaining TTL. The enforcement shared
-flow then answers from that cache (LookupCache) without any call out of Apigee.
+`gatewatch__<subject>`) for the decision's remaining TTL. The enforcement shared flow then answers
+from that cache (LookupCache) without any call out of Apigee.
 
-The stream position is stored in Redis after each delivered batch, so a restarted sink resumes
-where it stopped. A change the proxy could not take now (5xx, 401/403/408/429, network) is retried
-with backoff; one it rejects as malformed (any other 4xx) is dropped, counted and logged, since
-retrying it would stall every later change behind it.
+Two ways to feed it, one proxy contract (`post_decision`):
+- `gatewatch push-apigee` (`ApigeeDecisionPusher`): follows the Redis decision stream (the one Kong
+  nodes sync from); its position is stored in Redis after each delivered batch.
+- `gatewatch sink apigee` (`ApigeeSink`, the Sink Protocol): decision alerts from
+  `gatewatch.alerts` under the sink runner, with its durable Kafka cursor, backoff and dead letters.
+A change the proxy could not take now (5xx, 401/403/408/429, network) is retried with backoff;
+one it rejects as malformed (any other 4xx) is dropped (the pusher) or dead-lettered (the sink),
+counted and logged, since retrying it would stall every later change behind it.
 """
 
 from __future__ import annotations
@@ -19,15 +22,66 @@ import time
 from typing import Any
 
 import aiohttp
+import orjson
 import structlog
 from redis.asyncio import Redis
 
-__all__ = ["ApigeeDecisionPusher"]
+from pipeline.alerts import Alert
+from pipeline.config import Settings
+from sinks import http as sink_http
+from sinks.base import Delivery
+from sinks.registry import require
+
+__all__ = ["ApigeeDecisionPusher", "ApigeeSink", "build", "post_decision"]
 
 log = structlog.get_logger(__name__)
 MAX_BACKOFF_S = 10.0
 # Client errors that say "not now" (auth being rotated, rate limits, timeouts) rather than "never".
 RETRYABLE_4XX = frozenset({401, 403, 408, 429})
+DEFAULT_TTL_S = 300  # a decision alert without an expiry (none should come) is cached this long
+
+
+def decision_body(
+    *,
+    subject: str,
+    action: str,
+    score: float,
+    detector: str,
+    mode: str,
+    expires_at: int,
+    now_ms: int,
+) -> dict[str, Any]:
+    return {
+        "subject": subject,
+        "action": action,
+        "score": score,
+        "detector": detector,
+        "mode": mode,
+        # PopulateCache takes a timeout in seconds; at least 1 so it is not "forever".
+        "ttl_s": max(1, (expires_at - now_ms) // 1000),
+    }
+
+
+async def post_decision(
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    limit: aiohttp.ClientTimeout,
+    body: dict[str, Any],
+) -> tuple[sink_http.Verdict, str]:
+    """One attempt: `ok`, `retry` (not now) or `reject` (never), with the reason."""
+    try:
+        async with session.post(
+            url, data=orjson.dumps(body), headers=headers, timeout=limit
+        ) as resp:
+            if 200 <= resp.status < 300:
+                return "ok", ""
+            reason = f"apigee: HTTP {resp.status}: {(await resp.text())[:200]}"
+            if 400 <= resp.status < 500 and resp.status not in RETRYABLE_4XX:
+                return "reject", reason
+            return "retry", reason
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return "retry", f"apigee: {exc!r}"
 
 
 class ApigeeDecisionPusher:
@@ -47,7 +101,7 @@ class ApigeeDecisionPusher:
         self.redis = redis
         self.http = http
         self.url = url
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self.stream = stream
         self.cursor_key = cursor_key
         self.batch = batch
@@ -85,35 +139,26 @@ class ApigeeDecisionPusher:
 
     async def _deliver(self, change: dict[str, str], now_ms: int) -> bool:
         """True once the proxy stored the change; False if it rejected it for good."""
-        body: dict[str, Any] = {
-            "subject": change["subject"],
-            "action": change["action"],
-            "score": float(change["score"]),
-            "detector": change.get("detector", ""),
-            "mode": change.get("mode", "shadow"),
-            # PopulateCache takes a timeout in seconds; at least 1 so it is not "forever".
-            "ttl_s": max(1, (int(change["expires_at"]) - now_ms) // 1000),
-        }
+        body = decision_body(
+            subject=change["subject"],
+            action=change["action"],
+            score=float(change["score"]),
+            detector=change.get("detector", ""),
+            mode=change.get("mode", "shadow"),
+            expires_at=int(change["expires_at"]),
+            now_ms=now_ms,
+        )
         backoff = 0.2
         async with self._slots:
             while True:
-                try:
-                    async with self.http.post(
-                        self.url, json=body, headers=self.headers, timeout=self.timeout
-                    ) as resp:
-                        if 200 <= resp.status < 300:
-                            return True
-                        if 400 <= resp.status < 500 and resp.status not in RETRYABLE_4XX:
-                            log.error(
-                                "apigee_sink.rejected",
-                                subject=body["subject"],
-                                status=resp.status,
-                                answer=(await resp.text())[:200],
-                            )
-                            return False
-                        reason = f"HTTP {resp.status}"
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    reason = repr(exc)
+                verdict, reason = await post_decision(
+                    self.http, self.url, self.headers, self.timeout, body
+                )
+                if verdict == "ok":
+                    return True
+                if verdict == "reject":
+                    log.error("apigee_sink.rejected", subject=body["subject"], reason=reason)
+                    return False
                 log.warning(
                     "apigee_sink.retry", subject=body["subject"], reason=reason, retry_in_s=backoff
                 )
@@ -121,5 +166,67 @@ class ApigeeDecisionPusher:
                 backoff = min(MAX_BACKOFF_S, backoff * 2)
 
 
+class ApigeeSink:
+    """Decision alerts to the ingest proxy; other alerts (findings, operator actions) carry no
+    decision for Apigee to cache and count as delivered, as do decisions already expired."""
+
+    name = "apigee"
+
+    def __init__(
+        self, *, url: str, token: str, concurrency: int = 32, timeout_s: float = 5.0
+    ) -> None:
+        self.url = url
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def send(self, alerts: list[Alert]) -> Delivery:
+        now_ms = int(time.time() * 1000)
+        due = [
+            a
+            for a in alerts
+            if a.kind == "decision" and (a.expires_at is None or a.expires_at > now_ms)
+        ]
+        verdicts = await asyncio.gather(*(self._post(a, now_ms) for a in due))
+        delivery = Delivery()
+        for alert, (verdict, reason) in zip(due, verdicts, strict=True):
+            if verdict == "retry":
+                delivery.retry.append(alert.id)
+                delivery.retry_reason = reason
+            elif verdict == "reject":
+                delivery.rejected[alert.id] = reason
+        return delivery
+
+    async def _post(self, alert: Alert, now_ms: int) -> tuple[sink_http.Verdict, str]:
+        assert self._session is not None, "start() first"
+        body = decision_body(
+            subject=alert.subject,
+            action=alert.action,
+            score=alert.score,
+            detector=alert.detector,
+            mode=alert.mode,
+            expires_at=alert.expires_at or now_ms + DEFAULT_TTL_S * 1000,
+            now_ms=now_ms,
+        )
+        async with self._slots:
+            return await post_decision(self._session, self.url, self.headers, self.timeout, body)
+
+
 def _change(fields: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in fields.items()}
+
+
+def build(settings: Settings) -> ApigeeSink:
+    """The same proxy and token as `push-apigee` (GATEWATCH_APIGEE_INGEST_URL / _TOKEN)."""
+    return ApigeeSink(
+        url=require(settings, "apigee_ingest_url"),
+        token=require(settings, "apigee_ingest_token"),
+    )

@@ -16,8 +16,11 @@ __all__ = ["SINKS", "build_sink", "require"]
 
 # One line per sink.
 SINKS: dict[str, str] = {
+    "apigee": "sinks.apigee",
+    "elastic": "sinks.elastic",
     "incidents": "sinks.incidents",
     "kafka": "sinks.kafka",
+    "splunk": "sinks.splunk",
 }
 
 

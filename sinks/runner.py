@@ -245,9 +245,7 @@ class SinkRunner:
             self._log.exception("sink.send_failed", n=len(alerts))
             return Delivery.retry_all(alerts, f"sink failed: {exc!r}")
         finally:
-            self.metrics.batch_seconds.labels(self.sink.name).observe(
-                time.perf_counter() - started
-            )
+            self.metrics.batch_seconds.labels(self.sink.name).observe(time.perf_counter() - started)
 
     async def _dead_letter(self, rejects: list[Reject]) -> None:
         await until_done(

@@ -29,6 +29,11 @@ ATTACKS = {
 }
 
 
+def with_settings(settings: Settings, **update: object) -> Settings:
+    """`settings` with some fields changed, validated (secrets become SecretStr)."""
+    return Settings.model_validate(settings.model_dump() | update)
+
+
 def make_alert(i: int, *, code: str = "credential_stuffing", mode: str = "shadow") -> Alert:
     """The i-th of a family of distinct, valid alerts (ids stable for the same i)."""
     subject = f"ip:203.0.113.{i % 250}" if i % 3 else f"consumer:c-{i}"

@@ -21,15 +21,14 @@ from tests.sinklib import (
     produce,
     runner_for,
     wait_until,
+    with_settings,
 )
 
 from .conftest import read_topic
 
 
 def fast(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={"sink_backoff_initial_s": 0.01, "sink_backoff_max_s": 0.05}
-    )
+    return with_settings(settings, sink_backoff_initial_s=0.01, sink_backoff_max_s=0.05)
 
 
 async def drain(runner: object, until: int) -> None:
@@ -169,3 +168,53 @@ async def test_a_new_runner_resumes_after_the_last_commit(settings: Settings) ->
 
 async def _committed_is(settings: Settings, group: str, offset: int) -> bool:
     return await committed(settings, group) >= offset
+
+
+class GatedSink:
+    """Holds the first batch until released; later batches are delivered at once."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.later = asyncio.Event()
+        self.delivered: list[str] = []
+        self.calls = 0
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def send(self, alerts: list[Alert]) -> Delivery:
+        self.calls += 1
+        if self.calls == 1:
+            await self.release.wait()
+        elif self.calls == 3:
+            self.later.set()
+        self.delivered += [a.id for a in alerts]
+        return Delivery()
+
+
+async def test_batches_in_flight_commit_in_order(settings: Settings) -> None:
+    settings = with_settings(settings, sink_max_in_flight=4, sink_batch_max_alerts=10)
+    await produce(settings, [make_alert(i).to_json() for i in range(40)])
+    sink = GatedSink()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka)
+    await producer.start()
+    runner = runner_for(settings, sink, producer)
+    await runner.consumer.start()
+    task = asyncio.create_task(runner.run())
+    try:
+        async with asyncio.timeout(30):
+            await sink.later.wait()  # batches 2 and 3 went out while batch 1 is held
+        assert await committed(settings, "gatewatch-sink-gated") == 0
+        sink.release.set()
+        await wait_until(lambda: _committed_is(settings, "gatewatch-sink-gated", 40))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runner.consumer.stop()
+        await producer.stop()
+    assert sorted(sink.delivered) == sorted(make_alert(i).id for i in range(40))
