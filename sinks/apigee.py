@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 import aiohttp
-import orjson
 import structlog
 from redis.asyncio import Redis
 
@@ -71,9 +70,7 @@ async def post_decision(
 ) -> tuple[sink_http.Verdict, str]:
     """One attempt: `ok`, `retry` (not now) or `reject` (never), with the reason."""
     try:
-        async with session.post(
-            url, data=orjson.dumps(body), headers=headers, timeout=limit
-        ) as resp:
+        async with session.post(url, json=body, headers=headers, timeout=limit) as resp:
             if 200 <= resp.status < 300:
                 return "ok", ""
             reason = f"apigee: HTTP {resp.status}: {(await resp.text())[:200]}"
@@ -101,7 +98,7 @@ class ApigeeDecisionPusher:
         self.redis = redis
         self.http = http
         self.url = url
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.headers = {"Authorization": f"Bearer {token}"}
         self.stream = stream
         self.cursor_key = cursor_key
         self.batch = batch
@@ -176,7 +173,7 @@ class ApigeeSink:
         self, *, url: str, token: str, concurrency: int = 32, timeout_s: float = 5.0
     ) -> None:
         self.url = url
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.headers = {"Authorization": f"Bearer {token}"}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._slots = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None

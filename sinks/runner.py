@@ -110,6 +110,12 @@ class SinkRunner:
         self._cursor: dict[TopicPartition, int] = {}
         self._lag_at = 0.0
         self._log = log.bind(sink=sink.name)
+        # Every series exists from the start (at 0), so rates and alert rules see it.
+        for outcome in ("delivered", "retried", "rejected"):
+            metrics.alerts.labels(sink.name, outcome)
+        metrics.dead_letters.labels(sink.name)
+        metrics.batch_seconds.labels(sink.name)
+        metrics.lag.labels(sink.name)
 
     async def run(self) -> None:
         """Deliver until cancelled (a cancelled batch is not committed: it is sent again)."""

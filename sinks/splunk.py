@@ -83,6 +83,7 @@ class SplunkHecSink:
             shared["index"] = index
         self._shared = orjson.dumps(shared)[1:-1]
         self._session: Any = None
+        self._warned_no_ack = False
 
     async def start(self) -> None:
         headers = {"Authorization": f"Splunk {self.token}"}
@@ -144,6 +145,10 @@ class SplunkHecSink:
         code = answer.get("code")
         text = f"splunk: HTTP {status} code {code}: {answer.get('text', '')}"
         if status == 200 and code in (0, None):
+            if self.ack and "ackId" not in answer and not self._warned_no_ack:
+                # The token has acknowledgement off: HEC's 200 is all the confirmation there is.
+                log.warning("splunk.ack_not_enabled_on_token", url=self.url)
+                self._warned_no_ack = True
             if self.ack and "ackId" in answer:
                 if not await self._acknowledged(int(answer["ackId"])):
                     _retry(delivery, alerts, f"splunk: ack {answer['ackId']} not given in time")
