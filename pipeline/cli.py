@@ -24,6 +24,8 @@ from pipeline.evaluation.cli import evaluate_command, replay_command
 from pipeline.evaluation.drift import drift_command
 from pipeline.operator.cli import feedback_command, override_command, tuning_command
 from pipeline.recommend.cli import recommend_command
+from pipeline.incidents.cli import incident_command, incidents_command
+from pipeline.report.cli import report_command
 from pipeline.simulator.cli import simulate_command
 from pipeline.logs import configure_logging
 from sinks.command import sink_command
@@ -333,23 +335,30 @@ def demo(
     seed: Annotated[int, typer.Option(help="Traffic seed")] = 7,
     baseline_s: Annotated[float, typer.Option(help="Seconds of normal traffic first")] = 20.0,
     attack_s: Annotated[float, typer.Option(help="Seconds the attacks last")] = 15.0,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the HTML report here (default: with the logs)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the whole pipeline on this machine and watch two attacks get blocked."""
+    from pipeline.demo.incidents import incidents_ok, print_incidents
     from pipeline.demo.run import DemoOptions, run_demo
 
     configure_logging("warning")
     # With --json, stdout carries only the result line; progress goes to stderr.
     console = Console(stderr=as_json)
     options = DemoOptions(
-        kafka=kafka, redis_url=redis, seed=seed, baseline_s=baseline_s, attack_s=attack_s
+        kafka=kafka, redis_url=redis, seed=seed, baseline_s=baseline_s, attack_s=attack_s,
+        report=report,
     )
     result = asyncio.run(run_demo(options, console))
     if as_json:
         sys.stdout.write(orjson.dumps(result.as_dict()).decode() + "\n")
     else:
         _print_summary(console, result)
+        print_incidents(console, result)
     ok = set(result.attack_subjects) <= set(result.blocked_subjects) and result.false_blocks == 0
+    ok = ok and incidents_ok(result)
     raise typer.Exit(0 if ok else 1)
 
 
@@ -361,6 +370,9 @@ app.command("override")(override_command)
 app.command("feedback")(feedback_command)
 app.command("tuning")(tuning_command)
 app.command("recommend")(recommend_command)
+app.command("incidents")(incidents_command)
+app.command("incident")(incident_command)
+app.command("report")(report_command)
 app.command("sink")(sink_command)
 
 

@@ -135,6 +135,30 @@ class Settings(BaseSettings):
     )
     apigee_ingest_token: SecretStr = Field(SecretStr(""), description="Bearer token it expects")
 
+    # Incidents and the posture report (`gatewatch sink incidents`, `incidents`, `report`)
+    incident_quiet_s: float = Field(
+        900, gt=0, description="An incident resolves after this long without a new alert; alerts "
+        "sharing a key closer than this in time join one incident"
+    )
+    incident_retention_s: float = Field(
+        7 * 86400, gt=0, description="Incidents, their keys and consumed alert ids expire after it"
+    )
+    report_webhook_url: str = Field("", description="`gatewatch report --webhook` POSTs here")
+    report_webhook_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token for the report webhook (none sent when empty)"
+    )
+    smtp_host: str = Field("", description="SMTP server for `gatewatch report --email`")
+    smtp_port: int = Field(587, gt=0, lt=65536)
+    smtp_starttls: bool = Field(True, description="Upgrade the SMTP connection with STARTTLS")
+    smtp_ssl: bool = Field(False, description="Implicit TLS (port 465) instead of STARTTLS")
+    smtp_ca_file: str | None = Field(None, description="PEM CA to verify the SMTP server with")
+    smtp_username: str = Field("", description="SMTP login (none when empty)")
+    smtp_password: SecretStr = Field(SecretStr(""))
+    report_email_from: str = Field("gatewatch@localhost", description="Sender of the report")
+    report_email_to: list[str] = Field(
+        default_factory=list, description="Report recipients (a JSON list in the environment)"
+    )
+
     # Sinks (`gatewatch sink NAME`, sinks/runner.py): how every sink reads gatewatch.alerts.
     # Each sink's own settings are GATEWATCH_SINK_<NAME>_*, grouped below by sink.
     sink_batch_max_alerts: int = Field(500, gt=0, description="A batch ends at this many alerts")

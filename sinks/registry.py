@@ -19,6 +19,7 @@ SINKS: dict[str, str] = {
     "apigee": "sinks.apigee",
     "cef": "sinks.cef",
     "elastic": "sinks.elastic",
+    "incidents": "sinks.incidents",
     "kafka": "sinks.kafka",
     "ocsf": "sinks.ocsf",
     "splunk": "sinks.splunk",

@@ -26,8 +26,9 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from pipeline.config import Settings, to_environment
+from pipeline.config import Settings, TopicNames, to_environment
 from pipeline.decisions import RedisDecisions
+from pipeline.demo.incidents import DemoIncidents
 from pipeline.demo.traffic import TrafficModel
 from pipeline.ingest.redaction import Redactor
 from pipeline.stack import EmbeddedStack, free_port
@@ -49,6 +50,7 @@ class DemoOptions:
     cooldown_s: float = 3.0
     partitions: int = 4
     startup_timeout_s: float = 90.0
+    report: Path | None = None  # where the HTML report goes (default: next to the logs)
 
 
 @dataclass
@@ -62,9 +64,15 @@ class DemoResult:
     # Benign subjects that got a milder action (tag or challenge): near-misses worth watching.
     benign_flagged: dict[str, str] = field(default_factory=dict)
     time_to_block_s: dict[str, float] = field(default_factory=dict)
+    # Every subject that belongs to an attacker (their addresses, keys): blocking these is right.
+    attributable: list[str] = field(default_factory=list)
     throughput_eps: float = 0.0
     duration_s: float = 0.0
     ingest_errors: int = 0
+    # The alerts the worker wrote (distinct ids), the incidents they became, the report's path.
+    alerts: int = 0
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    report: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -106,11 +114,15 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
         web_port=free_port(),
         # The collector's spool lives with this run's logs: its broker is gone after the run.
         spool_dir=str(logdir / "spool"),
+        # Its own alerts topic: on a shared broker the incidents are this run's alone.
+        topics=TopicNames(alerts=f"gatewatch.alerts.demo-{run_id}"),
     )
     env = os.environ | to_environment(settings)
     procs: list[asyncio.subprocess.Process] = []
     redis = Redis.from_url(redis_url)
+    incidents = DemoIncidents(settings, redis)
     try:
+        await incidents.start()
         for name, args in (
             ("collector", ["collector", "--port", str(port)]),
             ("worker", ["worker"]),
@@ -131,10 +143,18 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoResult:
             out.close()
         console.log(f"collector on 127.0.0.1:{port}, worker starting; logs in {logdir}")
         decisions = RedisDecisions(redis, f"{PREFIX}{run_id}:")
-        return await _play(
+        result = await _play(
             options, console, port, token, Redactor(redaction_key.encode()), decisions, procs
         )
+        await incidents.drain()
+        result.alerts = incidents.alert_count
+        result.incidents = await incidents.summaries(set(result.attributable))
+        report = options.report or logdir / "report.html"
+        await incidents.write_report(report)
+        result.report = str(report)
+        return result
     finally:
+        await incidents.stop()
         for proc in procs:
             if proc.returncode is None:
                 proc.terminate()
@@ -166,7 +186,7 @@ async def _play(
     attributable = set(attack_subjects) | {f"ip:{ip}" for ip in flooder.ips}
     attributable.add(f"key:{redactor.fingerprint(flooder.api_key or '')}")
     live = _Live()
-    result = DemoResult(attack_subjects=attack_subjects)
+    result = DemoResult(attack_subjects=attack_subjects, attributable=sorted(attributable))
     url = f"http://127.0.0.1:{port}/v1/ingest/kong"
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 

@@ -1,0 +1,1 @@
+"""The digest and posture report (`gatewatch report`): data, charts, rendering, delivery."""
