@@ -154,7 +154,7 @@ class SinkRunner:
         batch = _Batch()
         loop = asyncio.get_running_loop()
         deadline = 0.0
-        seen: set[str] = set()
+        seen: dict[str, int] = {}  # alert id -> its place in the batch
         while batch.records < limits.max_alerts and batch.nbytes < limits.max_bytes:
             wait_s = deadline - loop.time() if batch.records else idle_s
             if batch.records and wait_s <= 0:
@@ -173,7 +173,7 @@ class SinkRunner:
         return batch
 
     def _add(
-        self, batch: _Batch, tp: TopicPartition, record: ConsumerRecord, seen: set[str]
+        self, batch: _Batch, tp: TopicPartition, record: ConsumerRecord, seen: dict[str, int]
     ) -> None:
         batch.records += 1
         batch.offsets[tp] = record.offset + 1
@@ -192,9 +192,15 @@ class SinkRunner:
             reason = f"{where}: not an alert ({exc.error_count()} errors; {path}: {first['msg']})"
             batch.malformed.append(Reject(source="alert", reason=reason, raw=value))
             return
-        if alert.id in seen:
-            return  # the same alert twice in one batch (a worker replay): send it once
-        seen.add(alert.id)
+        at = seen.get(alert.id)
+        if at is not None:
+            # The same alert twice in one batch: a worker replay, or a finding window written
+            # again when it closed with a higher count. Send it once, the fullest version.
+            if (alert.count or 0) > (batch.alerts[at].count or 0):
+                batch.alerts[at] = alert
+                batch.raw[alert.id] = value
+            return
+        seen[alert.id] = len(batch.alerts)
         batch.alerts.append(alert)
         batch.raw[alert.id] = value
 

@@ -113,3 +113,49 @@ def test_the_command_stops_with_one_line_on_bad_configuration() -> None:
         "gatewatch sink: set GATEWATCH_SINK_ELASTIC_API_KEY, or GATEWATCH_SINK_ELASTIC_USERNAME "
         "and _PASSWORD"
     ]
+
+
+class _Record:
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.offset = offset
+        self.value = value
+
+
+class _Consumer:
+    """Hands out the given records once, then nothing (the runner's fetch loop ends)."""
+
+    def __init__(self, tp: object, records: list[_Record]) -> None:
+        self.batches = [{tp: records}]
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict:
+        return self.batches.pop(0) if self.batches else {}
+
+
+async def test_a_finding_window_sent_again_in_one_batch_keeps_its_final_count() -> None:
+    from aiokafka import TopicPartition
+    from prometheus_client import CollectorRegistry
+
+    from sinks.metrics import SinkMetrics
+    from sinks.runner import SinkRunner
+
+    opened = make_alert(4, code="sqli")  # a finding window as first written
+    closed = opened.model_copy(update={"count": 5000})
+    other = make_alert(7)
+    tp = TopicPartition("alerts", 0)
+    records = [
+        _Record(0, opened.to_json()),
+        _Record(1, other.to_json()),
+        _Record(2, closed.to_json()),
+        _Record(3, opened.to_json()),  # a replay of the first write must not undo the count
+    ]
+    runner = SinkRunner(
+        sink=SplunkHecSink(url="http://127.0.0.1:1", token="t"),  # named, never called
+        consumer=_Consumer(tp, records),  # type: ignore[arg-type]
+        dead_letters=None,  # type: ignore[arg-type]
+        metrics=SinkMetrics(CollectorRegistry()),
+    )
+    batch = await runner._fetch(idle_s=0.01)
+    assert [a.id for a in batch.alerts] == [opened.id, other.id]
+    assert batch.alerts[0].count == 5000
+    assert Alert.from_json(batch.raw[opened.id]).count == 5000
+    assert batch.offsets[tp] == 4
